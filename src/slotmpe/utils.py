@@ -1,0 +1,81 @@
+"""Small shared helpers: atomic file output, seeding, device and thread selection, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A module logger; configures a stderr handler once if the root logger has none."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    return logging.getLogger(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the destination folder; rename it onto ``path`` on success.
+
+    Nothing is left behind if the block raises: the temporary file is removed and an existing
+    ``path`` is untouched. ``suffix`` defaults to the destination's suffix (so writers that infer
+    the format from the file name keep working).
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix, dir=dest.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) for reproducible runs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``"cuda"`` when available and not overridden, else ``"cpu"``; an explicit value is checked."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``min(threads, cpu_count)``; returns the number used."""
+    import torch
+
+    n_cpu = os.cpu_count() or 1
+    n = n_cpu if not threads or threads < 1 else min(int(threads), n_cpu)
+    torch.set_num_threads(n)
+    return n

@@ -1,0 +1,364 @@
+"""The ``slotmpe`` command line: ``transcribe``, ``params`` and ``info``.
+
+Parsing (:func:`build_parser`, :func:`main`) is kept apart from the typed functions that do the work
+(:func:`run_transcribe`, :func:`run_params`, :func:`run_info`), which tests and scripts can call
+directly. Expected failures (missing model, unreadable/empty/silent audio, no CUDA) are reported as one
+line ``slotmpe: error: ...`` on stderr with a non-zero exit status, never a traceback (``--debug``
+shows it). In a batch, a bad file is reported and skipped; the others are still transcribed, a summary
+follows, and the exit status is 1 if any file failed.
+
+Exit status: 0 success, 1 failure (or any file of a batch failed), 2 command-line usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import slotmpe
+from slotmpe import constants as C
+
+PROG = "slotmpe"
+
+
+class CLIError(RuntimeError):
+    """An expected failure reported as one line on stderr."""
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# typed commands
+
+
+def run_transcribe(
+    inputs: Sequence[str | os.PathLike[str]],
+    model_path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str] = "transcriptions",
+    threshold: float | None = None,
+    activity_threshold: float | None = None,
+    min_note_ms: float | None = None,
+    merge_gap_ms: float | None = None,
+    device: str = "auto",
+    max_frames: int | None = None,
+    threads: int | None = None,
+    write_png: bool = True,
+    progress: bool | None = None,
+    debug: bool = False,
+) -> int:
+    """Transcribe every input file (directories expanded) with the model at ``model_path``.
+
+    Writes ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png`` per input into ``outdir``.
+    ``None`` options take the defaults of :class:`slotmpe.transcribe.TranscribeOptions`
+    (thresholds: ``thresholds.json`` beside the model, else 0.5). ``progress`` (default: when more
+    than one file) shows a tqdm bar on stderr. Returns the exit status: 0 if every file was
+    transcribed, 1 otherwise; raises :class:`CLIError` for problems that stop everything (model,
+    device, no input files).
+    """
+    from tqdm import tqdm
+
+    from slotmpe import transcribe as tr
+    from slotmpe.audio import AudioError
+    from slotmpe.utils import resolve_device, set_threads
+
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise CLIError(_one_line(exc)) from exc
+    if threads:
+        set_threads(threads)
+    mix_thr, slot_thr, thr_source = tr.resolve_thresholds(model_path, threshold)
+    try:
+        options = tr.TranscribeOptions(
+            mix_threshold=mix_thr,
+            slot_threshold=slot_thr,
+            activity_threshold=(tr.DEFAULT_ACTIVITY_THRESHOLD if activity_threshold is None
+                                else activity_threshold),
+            min_note_ms=tr.DEFAULT_MIN_NOTE_MS if min_note_ms is None else min_note_ms,
+            merge_gap_ms=tr.DEFAULT_MERGE_GAP_MS if merge_gap_ms is None else merge_gap_ms,
+            device=dev,
+            max_frames=tr.DEFAULT_MAX_FRAMES if max_frames is None else (max_frames or None),
+            write_png=write_png,
+        )
+    except ValueError as exc:
+        raise CLIError(_one_line(exc)) from exc
+
+    try:
+        model, meta = tr.load_model(model_path, device=dev)
+    except tr.TranscriptionError as exc:
+        raise CLIError(_one_line(exc)) from exc
+    files = tr.find_audio_files(inputs)
+    if not files:
+        raise CLIError("no audio files found in " + ", ".join(str(p) for p in inputs))
+
+    names = tr.output_names(files)
+    out = Path(outdir)
+    show_bar = len(files) > 1 if progress is None else progress
+    print(
+        f"model {model_path} ({meta.get('experiment', meta.get('exp', '?'))}) on {dev}; "
+        f"thresholds mix {options.mix_threshold:.3g}, slots {options.slot_threshold:.3g} "
+        f"({thr_source}); activity {options.activity_threshold:.3g}",
+        file=sys.stderr,
+    )
+    failed: list[tuple[Path, str]] = []
+    n_ok = 0
+    bar = tqdm(list(zip(files, names, strict=True)), desc="transcribe", unit="file",
+               disable=not show_bar, file=sys.stderr)
+    for f, name in bar:
+        bar.set_postfix_str(f.name, refresh=False)
+        try:
+            result = tr.transcribe_file(f, model, meta, out, options, name=name)
+        except (AudioError, tr.TranscriptionError, OSError, ValueError) as exc:
+            if debug:
+                raise
+            msg = _one_line(exc)
+            if str(f) not in msg:
+                msg = f"{f}: {msg}"
+            failed.append((f, msg))
+            tqdm.write(f"{PROG}: error: {msg}", file=sys.stderr)
+            continue
+        except Exception as exc:  # unexpected: still one line, and the batch goes on
+            if debug:
+                raise
+            msg = f"{f}: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)"
+            failed.append((f, msg))
+            tqdm.write(f"{PROG}: error: {msg}", file=sys.stderr)
+            continue
+        n_ok += 1
+        tqdm.write(result.summary())
+    bar.close()
+    if len(files) > 1 or failed:
+        line = f"transcribed {n_ok} of {len(files)} files into {out}"
+        if failed:
+            line += f"; {len(failed)} failed: " + ", ".join(str(f) for f, _ in failed)
+        print(line, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
+    """Write Table I (``slotmpe.report.write_table1``) to ``out_csv`` and print it; returns 0."""
+    import csv
+
+    from slotmpe.report import write_table1
+
+    out = Path(out_csv)
+    write_table1(out)
+    with open(out, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if rows:
+        widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)).rstrip())
+    print(f"written to {out}")
+    return 0
+
+
+def run_info() -> int:
+    """Print package, Python, torch and device information and the signal constants; returns 0."""
+    import torch
+
+    from slotmpe.experiments import EXPERIMENTS
+
+    lines = [
+        f"slotmpe {slotmpe.__version__} ({Path(slotmpe.__file__).parent})",
+        f"python {platform.python_version()} on {platform.platform()}",
+        f"torch {torch.__version__}; CPU threads {torch.get_num_threads()} of {os.cpu_count()} cores",
+    ]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            lines.append(f"cuda:{i} {torch.cuda.get_device_name(i)} (CUDA {torch.version.cuda})")
+    else:
+        lines.append("cuda: not available (transcription runs on CPU)")
+    lines += [
+        f"audio: {C.SAMPLE_RATE} Hz mono, hop {C.HOP_LENGTH} ({C.FRAME_RATE:g} frames/s)",
+        f"CQT: {C.BINS_PER_OCTAVE} bins/octave, {C.N_BINS} model bins from {C.FMIN:.3f} Hz, "
+        f"{C.N_PITCHES} pitches MIDI {C.MIDI_MIN}..{C.MIDI_MAX}",
+        f"fast-HCQT: harmonics {C.HARMONICS}, shifts {C.HARMONIC_SHIFTS} bins, "
+        f"input {C.N_INPUT_CHANNELS} x {C.N_BINS} x T",
+        f"slots: up to {C.MAX_SLOTS}, d = {C.SLOT_DIM}, timbre embedding {C.EMBED_DIM}; "
+        f"polyphony classes {C.N_POLY_CLASSES}; training window {C.WINDOW_FRAMES} frames",
+        f"families: {', '.join(C.FAMILIES)}",
+        "experiments: " + "; ".join(f"{e.name} {e.description}" for e in EXPERIMENTS.values()),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+
+
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1]: {text}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``slotmpe`` command and its subcommands."""
+    from slotmpe import transcribe as tr
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "slotmpe: lightweight slot-attention multi-instrument multi-pitch estimation.\n"
+            "Transcribe audio into one MIDI track per source, show Table I, or print setup info."
+        ),
+        epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {slotmpe.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files into per-source MIDI, a notes CSV and a piano-roll PNG",
+        description=(
+            "Transcribe audio with a trained slotmpe model. For every input writes into OUTDIR:\n"
+            "  <name>.mid        one track per active slot ('slot 1'..'slot K') + a 'mixture' track\n"
+            "  <name>.notes.csv  slot,onset_s,offset_s,midi,confidence (slot 1..K, or 'mix')\n"
+            "  <name>.png        piano roll, one colour per slot\n"
+            "Any sample rate, mono or stereo, any format soundfile reads (WAV, FLAC, OGG, MP3, ...).\n"
+            "A directory transcribes every audio file in it (not recursive). Long files are run\n"
+            "through the model in chunks of --max-frames frames, so model memory stays bounded."
+        ),
+        epilog=(
+            "example:\n"
+            f"  {PROG} transcribe song.wav --model results/chamber/3c/seed0/model.pt -o out/\n\n"
+            "A bad file is reported on one line and skipped; the exit status is 1 if any failed."
+        ),
+        formatter_class=fmt,
+    )
+    p.add_argument("audio", nargs="+", metavar="AUDIO",
+                   help="audio file(s) and/or directories of audio files")
+    p.add_argument("--model", "-m", required=True, metavar="PATH",
+                   help="trained model, e.g. results/{dataset}/{exp}/seed{seed}/model.pt")
+    p.add_argument("-o", "--outdir", default="transcriptions", metavar="OUTDIR",
+                   help="output folder, created if needed (default: %(default)s)")
+    p.add_argument("--threshold", type=_probability, default=None, metavar="FLOAT",
+                   help="note threshold on frame probabilities for the mixture and the slots "
+                        "(default: the tuned values in thresholds.json beside the model, else "
+                        f"{tr.DEFAULT_THRESHOLD:g})")
+    p.add_argument("--activity-threshold", type=_probability, default=None, metavar="FLOAT",
+                   help="slots whose activity probability is below this are dropped "
+                        f"(default: {tr.DEFAULT_ACTIVITY_THRESHOLD:g})")
+    p.add_argument("--min-note-ms", type=_non_negative, default=None, metavar="MS",
+                   help="drop notes shorter than this, after gap merging "
+                        f"(default: {tr.DEFAULT_MIN_NOTE_MS:g} = 3 frames of 32 ms)")
+    p.add_argument("--merge-gap-ms", type=_non_negative, default=None, metavar="MS",
+                   help="merge same-pitch notes separated by at most this gap; 0 disables "
+                        f"(default: {tr.DEFAULT_MERGE_GAP_MS:g} = 2 frames)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the model runs; auto = cuda when available (default: %(default)s)")
+    p.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
+                   help="frames per model chunk, bounding memory on long files; 0 = whole file "
+                        f"at once (default: {tr.DEFAULT_MAX_FRAMES} = "
+                        f"{tr.DEFAULT_MAX_FRAMES / C.FRAME_RATE:.1f} s)")
+    p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
+                   help="CPU threads for torch (default: torch's default)")
+    p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pp = sub.add_parser(
+        "params",
+        help="write and print Table I: trainable parameters of the eight configurations",
+        description=("Count the trainable parameters of the eight configurations (1a..3c), write\n"
+                     "them beside the paper's counts and the difference in percent to OUT, and\n"
+                     "print the table."),
+        formatter_class=fmt,
+    )
+    pp.add_argument("-o", "--out", default="results/table1.csv", metavar="OUT",
+                    help="CSV file to write (default: %(default)s)")
+
+    sub.add_parser(
+        "info",
+        help="print package, torch and device information and the signal constants",
+        description="Print the slotmpe and torch versions, the available devices, the audio and\n"
+                    "pitch constants and the eight experiment configurations.",
+        formatter_class=fmt,
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``slotmpe`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "transcribe":
+            return run_transcribe(
+                args.audio,
+                args.model,
+                args.outdir,
+                threshold=args.threshold,
+                activity_threshold=args.activity_threshold,
+                min_note_ms=args.min_note_ms,
+                merge_gap_ms=args.merge_gap_ms,
+                device=args.device,
+                max_frames=args.max_frames,
+                threads=args.threads,
+                write_png=not args.no_png,
+                progress=False if args.no_progress else None,
+                debug=args.debug,
+            )
+        if args.command == "params":
+            return run_params(args.out)
+        if args.command == "info":
+            return run_info()
+    except CLIError as exc:
+        if args.debug:
+            raise
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        _err(f"{type(exc).__name__}: {_one_line(exc)} (rerun with --debug for details)")
+        return 1
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse guards this
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Workflow configuration: profile overlays and the mapping of config sections to typed settings.
+
+``config.yaml`` holds the ``default`` settings at the top level and, under ``profiles``, overlays
+for ``tiny`` (tests/CI) and ``paper`` (real datasets, full protocol). The effective configuration
+is ``deep_merge(file, profiles[profile])`` with the user's ``--config`` overrides applied last, so
+any key can be overridden on the command line whatever the profile. Dictionaries merge key by key;
+lists and scalars are replaced.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Raised for an unknown profile or a malformed configuration."""
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a new dict: ``base`` updated recursively by ``overlay`` (dicts merge, others replace)."""
+    out: dict[str, Any] = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_profile(
+    config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply ``config["profiles"][config["profile"]]``, then ``overrides`` (command-line --config)."""
+    overrides = overrides or {}
+    merged = deep_merge(config, overrides)
+    profile = merged.get("profile", "default")
+    profiles = merged.get("profiles", {}) or {}
+    if profile not in profiles:
+        raise ConfigError(
+            f"unknown profile {profile!r}; config.yaml defines: {', '.join(sorted(profiles)) or 'none'}"
+        )
+    return deep_merge(deep_merge(merged, profiles[profile] or {}), overrides)
+
+
+def load_config(
+    path: str | Path = "config.yaml", overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read a config file and resolve its profile (for use outside Snakemake, e.g. tests)."""
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    return apply_profile(raw, overrides)
+
+
+def table3_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The configured Table III rows as ``(exp, dataset)`` pairs, checked against the datasets."""
+    rows = [(str(r[0]), str(r[1])) for r in config.get("table3_rows", [])]
+    known = set(config.get("datasets", {}))
+    for exp, ds in rows:
+        if ds not in known:
+            raise ConfigError(f"table3_rows names dataset {ds!r} (exp {exp}) not in datasets: {sorted(known)}")
+    return rows

@@ -1,0 +1,122 @@
+"""The Snakemake workflow: dry runs of every profile, lint, config validation, and a tiny
+end-to-end run of the whole DAG (raw data -> Table III and Fig. 2)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from slotmpe.config import ConfigError, apply_profile, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+ALL_STAGES = {
+    "build_dataset", "cache_features", "train_timbre_encoder", "export_embeddings",
+    "plot_umap", "fig2_umap", "train_model", "tune_thresholds", "evaluate_model", "table3",
+}
+
+
+def run_snakemake(args: list[str], workdir: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run snakemake on the repository's Snakefile in ``workdir`` (which holds config.yaml)."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    stats = stdout.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+@pytest.mark.parametrize(
+    ("profile", "n_rows", "extra_stages"),
+    [("default", 14, set()), ("tiny", 14, set()), ("paper", 15, {"download_dataset"})],
+)
+def test_dry_run_lists_every_stage(workdir: Path, profile: str, n_rows: int, extra_stages: set[str]) -> None:
+    res = run_snakemake(["-n", "results/table3.csv", "results/fig2_umap.png",
+                         "--config", f"profile={profile}"], workdir)
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert ALL_STAGES | extra_stages <= set(counts), counts
+    for stage in ("train_model", "tune_thresholds", "evaluate_model"):
+        assert counts[stage] == n_rows
+
+
+def test_single_experiment_target_runs_only_its_chain(workdir: Path) -> None:
+    res = run_snakemake(["-n", "results/chamber/2b/seed0/metrics.json"], workdir)
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert counts["train_model"] == 1 and counts["evaluate_model"] == 1
+    assert "table3" not in counts and "plot_umap" not in counts
+    assert counts["train_timbre_encoder"] == 1  # 2b needs the chamber stem embeddings
+
+
+def test_lint_is_clean() -> None:
+    res = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train={max_epochs: 0}", "max_epochs"),
+        ("seeds=[-1]", "seeds"),
+        ("table3_rows=[[9z, chamber]]", "9z"),
+    ],
+)
+def test_schema_rejects_malformed_config(workdir: Path, override: str, needle: str) -> None:
+    res = run_snakemake(["-n", "results/table3.csv", "--config", override], workdir)
+    assert res.returncode != 0
+    assert needle in res.stderr + res.stdout
+
+
+def test_unknown_profile_and_dataset_are_readable_errors(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        apply_profile({"profile": "huge", "profiles": {"tiny": {}}})
+    res = run_snakemake(["-n", "results/table3.csv", "--config", "profile=huge"], workdir)
+    assert res.returncode != 0 and "unknown profile 'huge'" in res.stderr + res.stdout
+    res = run_snakemake(["-n", "results/table3.csv", "--config", "table3_rows=[[1a, nowhere]]"], workdir)
+    assert res.returncode != 0 and "nowhere" in res.stderr + res.stdout
+
+
+def test_command_line_overrides_win_over_profile() -> None:
+    cfg = load_config(REPO / "config.yaml", {"profile": "tiny", "train": {"max_epochs": 3}})
+    assert cfg["train"]["max_epochs"] == 3
+    assert cfg["train"]["windows_per_epoch"] == yaml.safe_load((REPO / "config.yaml").read_text())[
+        "profiles"]["tiny"]["train"]["windows_per_epoch"]
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(workdir: Path) -> None:
+    """The whole DAG on the tiny profile: a complete Table III and the Fig. 2 PNG."""
+    res = run_snakemake(["--cores", "2", "results/table3.csv", "results/fig2_umap.png",
+                         "results/table1.csv", "--config", "profile=tiny"], workdir, timeout=1800)
+    if res.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed\n{res.stderr[-5000:]}\n{logs[-20000:]}")
+    table = pd.read_csv(workdir / "results/table3.csv", dtype={"exp": str})
+    cfg = load_config(workdir / "config.yaml", {"profile": "tiny"})
+    assert list(zip(table["exp"], table["dataset"], strict=True)) == [tuple(r) for r in cfg["table3_rows"]]
+    assert table[["std_ap", "std_f1", "std_p", "std_r"]].notna().all().all()
+    slot_rows = table["exp"] != "1a"
+    assert table.loc[slot_rows, ["slot_ap", "slot_f1", "slot_p", "slot_r"]].notna().all().all()
+    timbre_rows = table["exp"].str[0].isin(["2", "3"])
+    assert table.loc[timbre_rows, "timbre_cos"].notna().all()
+    poly_rows = table["exp"].str[0] == "3"
+    assert table.loc[poly_rows, ["poly_std_acc", "poly_stem_acc"]].notna().all().all()
+    png = (workdir / "results/fig2_umap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    for name in ("table3.md", "table3_vs_paper.md", "table1.csv"):
+        assert (workdir / "results" / name).stat().st_size > 0

@@ -1,0 +1,35 @@
+# Raw data: download + unpack the real datasets, render the embedded ones, adapt everything to the
+# manifest schema of DESIGN.md.
+
+
+rule download_dataset:
+    output:
+        marker=touch(f"{config['raw_root']}/{{dataset}}/.ready"),
+    params:
+        dscfg=dataset_cfg,
+        raw_dir=lambda wildcards, output: Path(output.marker).parent,
+    log:
+        "logs/download/{dataset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/download_dataset.py"
+
+
+rule build_dataset:
+    input:
+        download=download_marker,
+    output:
+        manifest="data/{dataset}/manifest.parquet",
+    params:
+        dscfg=dataset_cfg,
+        raw_dir=raw_dir_of,
+        seed=0,
+    log:
+        "logs/data/{dataset}.log",
+    benchmark:
+        "benchmarks/out/data/{dataset}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/build_dataset.py"

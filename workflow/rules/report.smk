@@ -1,0 +1,30 @@
+# Aggregation: Table III (with the paper beside it) and Table I (parameter counts).
+
+
+rule table3:
+    input:
+        metrics=table3_metrics,
+    output:
+        csv="results/table3.csv",
+        md="results/table3.md",
+        vs_paper="results/table3_vs_paper.md",
+    params:
+        rows=TABLE3_ROWS,
+        aliases=config["paper_aliases"],
+    log:
+        "logs/report/table3.log",
+    conda:
+        ENV
+    script:
+        "../scripts/table3.py"
+
+
+rule table1:
+    output:
+        csv="results/table1.csv",
+    log:
+        "logs/report/table1.log",
+    conda:
+        ENV
+    script:
+        "../scripts/table1.py"

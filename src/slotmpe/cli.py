@@ -189,8 +189,9 @@ def run_info() -> int:
         f"slots: up to {C.MAX_SLOTS}, d = {C.SLOT_DIM}, timbre embedding {C.EMBED_DIM}; "
         f"polyphony classes {C.N_POLY_CLASSES}; training window {C.WINDOW_FRAMES} frames",
         f"families: {', '.join(C.FAMILIES)}",
-        "experiments: " + "; ".join(f"{e.name} {e.description}" for e in EXPERIMENTS.values()),
+        "experiments:",
     ]
+    lines += [f"  {e.name}  {e.description}" for e in EXPERIMENTS.values()]
     print("\n".join(lines))
     return 0
 

@@ -76,7 +76,11 @@ DEFAULT_THRESHOLD: float = 0.5  # used when thresholds.json is absent or lacks a
 DEFAULT_ACTIVITY_THRESHOLD: float = 0.5
 DEFAULT_MIN_NOTE_MS: float = 96.0  # 3 frames
 DEFAULT_MERGE_GAP_MS: float = 64.0  # gaps of up to 2 frames are bridged
-DEFAULT_MAX_FRAMES: int = 2048  # ~65.5 s of audio per model call
+# Same as slotmpe.inference.DEFAULT_MAX_FRAMES (kept here so that importing this module and
+# building the CLI parser does not import torch): whole-file inference up to 8192 frames (262 s).
+DEFAULT_MAX_FRAMES: int = 8192
+MIDI_RESOLUTION: int = 1000  # ticks per beat
+MIDI_TEMPO: float = 120.0  # bpm; with MIDI_RESOLUTION one tick is 0.5 ms
 DEFAULT_PROGRAM: int = 0  # General MIDI Acoustic Grand Piano, for every track
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
@@ -109,8 +113,8 @@ class TranscribeOptions:
                 raise ValueError(f"{name} must lie in [0, 1], got {v}")
         if self.min_note_ms < 0 or self.merge_gap_ms < 0:
             raise ValueError("min_note_ms and merge_gap_ms must be >= 0")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ValueError(f"max_frames must be >= 2 or None, got {self.max_frames}")
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,15 @@ def _experiment_of(model: Any, meta: Mapping[str, Any]) -> Any:
     return None
 
 
+def activity_is_trained(exp: Any) -> bool:
+    """Whether ``exp`` trains the slot-activity output (True when the experiment is unknown)."""
+    if exp is None:
+        return True
+    from slotmpe.experiments import active_loss_terms
+
+    return "activity" in active_loss_terms(exp)
+
+
 def slot_track_name(k: int, exp: Any = None) -> str:
     """MIDI track name of 0-based slot ``k``: ``"slot {k+1}"`` (+ family for fixed-order 1b)."""
     name = f"slot {k + 1}"
@@ -339,12 +352,15 @@ def make_tracks(
     options: TranscribeOptions,
     uses_slots: bool,
     exp: Any = None,
+    use_activity: bool = True,
 ) -> list[Track]:
     """Tracks from :func:`slotmpe.inference.predict` probabilities.
 
     ``probs["mix"]`` is ``(72, T)``; with ``uses_slots``, ``probs["slots"]`` is ``(K, 72, T)`` and
-    ``probs["activity"]`` ``(K,)`` (all slots count as active when it is missing). Returns the
-    active slot tracks that hold notes, in slot order, then the mixture track (always present).
+    ``probs["activity"]`` ``(K,)``. Slots below ``options.activity_threshold`` are dropped unless
+    ``use_activity`` is False (models whose activity output is not trained, i.e. the fixed-order
+    model 1b) or the activity is missing. Returns the kept slot tracks that hold notes, in slot
+    order, then the mixture track (always present).
     """
     min_frames = ms_to_min_frames(options.min_note_ms)
     gap_frames = ms_to_gap_frames(options.merge_gap_ms)
@@ -353,7 +369,8 @@ def make_tracks(
     if uses_slots and slots is not None:
         slots = np.asarray(slots)
         activity = probs.get("activity")
-        act = np.ones(slots.shape[0]) if activity is None else np.asarray(activity).reshape(-1)
+        act = (np.ones(slots.shape[0]) if activity is None or not use_activity
+               else np.asarray(activity, dtype=np.float64).reshape(-1))
         for k in range(slots.shape[0]):
             if act[k] < options.activity_threshold:
                 continue
@@ -378,7 +395,8 @@ def write_midi(path: str | os.PathLike[str], tracks: Sequence[Track]) -> Path:
     """Write one MIDI track per :class:`Track` (program 0, named as the track), atomically."""
     import pretty_midi
 
-    pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    # 1000 ticks per beat at 120 bpm = 0.5 ms per tick: frame times (multiples of 32 ms) are exact.
+    pm = pretty_midi.PrettyMIDI(resolution=MIDI_RESOLUTION, initial_tempo=MIDI_TEMPO)
     for tr in tracks:
         inst = pretty_midi.Instrument(program=DEFAULT_PROGRAM, is_drum=False, name=tr.name)
         for n in tr.notes:
@@ -426,6 +444,9 @@ def plot_pianoroll(
 ) -> Path:
     """Piano-roll PNG: one colour per slot (tab10 by slot number), mixture notes as grey boxes.
 
+    Within a pitch row every slot track has its own thin lane, so notes that several slots share
+    (unisons, or a slot duplicating another) stay visible.
+
     x axis in seconds, y axis MIDI pitch labelled with note names (every C, or every pitch for a
     narrow range). The width grows with the duration (capped), so long files stay readable.
     """
@@ -455,12 +476,13 @@ def plot_pianoroll(
                 left=[n.onset_s for n in tr.notes], height=1.0, facecolor="none",
                 edgecolor="0.45", linewidth=0.8, zorder=1)
         handles.append(Patch(facecolor="none", edgecolor="0.45", label=tr.name))
-    for tr in tracks:
-        if tr.slot == MIX:
-            continue
+    slot_tracks = [tr for tr in tracks if tr.slot != MIX]
+    lane = 0.9 / max(1, len(slot_tracks))  # each slot gets its own lane inside a pitch row
+    for i, tr in enumerate(slot_tracks):
         colour = cmap((int(tr.slot) - 1) % 10)
-        ax.barh([n.midi for n in tr.notes], [n.offset_s - n.onset_s for n in tr.notes],
-                left=[n.onset_s for n in tr.notes], height=0.7, color=colour, alpha=0.85,
+        y0 = -0.45 + (i + 0.5) * lane
+        ax.barh([n.midi + y0 for n in tr.notes], [n.offset_s - n.onset_s for n in tr.notes],
+                left=[n.onset_s for n in tr.notes], height=lane * 0.9, color=colour, alpha=0.9,
                 linewidth=0, zorder=2)
         handles.append(Patch(color=colour, label=f"{tr.name} ({len(tr.notes)} notes)"))
     ax.set_xlim(0.0, max(duration_s, FRAME_SECONDS))
@@ -555,6 +577,7 @@ def transcribe_audio(
     model: Any,
     meta: Mapping[str, Any],
     options: TranscribeOptions,
+    name: str = "audio",
 ) -> tuple[list[Track], dict[str, np.ndarray]]:
     """Transcribe mono 16 kHz ``audio`` ``(n,)``: ``(tracks, probabilities)`` without writing files.
 
@@ -564,13 +587,13 @@ def transcribe_audio(
     from slotmpe.features import hcqt
     from slotmpe.inference import predict
 
-    x = hcqt(audio, SAMPLE_RATE)  # (12, 216, T)
+    x = hcqt(audio, SAMPLE_RATE, name=name)  # (12, 216, T)
     probs = predict(model, x, device=options.device, max_frames=options.max_frames)
     del x
     probs = {k: _to_numpy(v) for k, v in probs.items()}
     exp = _experiment_of(model, meta)
     uses_slots = bool(getattr(exp, "uses_slots", "slots" in probs))
-    return make_tracks(probs, options, uses_slots, exp), probs
+    return make_tracks(probs, options, uses_slots, exp, activity_is_trained(exp)), probs
 
 
 def transcribe_file(
@@ -592,7 +615,7 @@ def transcribe_file(
     src = Path(path)
     audio, _ = load_audio(src)  # mono float32 at 16 kHz
     duration = len(audio) / SAMPLE_RATE
-    tracks, probs = transcribe_audio(audio, model, meta, options)
+    tracks, probs = transcribe_audio(audio, model, meta, options, name=str(src))
     del audio
     out = Path(outdir)
     base = name or src.stem

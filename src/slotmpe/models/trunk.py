@@ -101,13 +101,18 @@ class GlobalBranch(nn.Module):
 
 
 class SlotBranch(nn.Module):
-    """Slot feature branch: ``(B, C, 216, T) -> (B, Cs, 72, T)`` (conv3x3, then average 3 bins)."""
+    """Slot feature branch: ``(B, C, 216, T) -> (B, Cs, 72, T)``.
 
-    def __init__(self, in_channels: int, channels: int = 64) -> None:
+    conv3x3 (216 bins) -> average 3 bins -> conv3x3 (72 bins), mirroring :class:`GlobalBranch`.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int] = (64, 128)) -> None:
         super().__init__()
-        self.conv = conv_bn_relu(in_channels, int(channels), (3, 3))
-        self.out_channels = int(channels)
+        ca, cb = (int(c) for c in channels)
+        self.pre = conv_bn_relu(in_channels, ca, (3, 3))
+        self.post = conv_bn_relu(ca, cb, (3, 3))
+        self.out_channels = cb
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """``h`` ``(B, C, 216, T)`` -> slot features ``(B, Cs, 72, T)``."""
-        return pool_to_pitch(self.conv(h))
+        return self.post(pool_to_pitch(self.pre(h)))

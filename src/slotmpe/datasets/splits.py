@@ -1,0 +1,86 @@
+"""Seeded, deterministic train/val/test splits by work (a group of pieces that must stay together)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PieceInfo:
+    """What the splitter needs of a piece: its id, its work (group) and its pitched-source count."""
+
+    piece_id: str
+    work: str
+    n_pitched: int
+
+
+def assign_splits(
+    pieces: Sequence[PieceInfo],
+    seed: int,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    min_pieces_val: int = 2,
+    min_pieces_test: int = 2,
+    min_sources: int = 3,
+) -> dict[str, str]:
+    """Split pieces by work into train/val/test; returns ``{piece_id: split}``.
+
+    All pieces of a work land in the same split. Works are visited in a seeded random order.
+    First test, then val receive works holding pieces with at least ``min_sources`` pitched
+    sources until each holds ``min_pieces_test`` / ``min_pieces_val`` such pieces; then each is
+    topped up with whole works (any) while it stays within ``round(fraction * n_pieces)`` pieces;
+    every other work is train. Raises ``ValueError`` when the constraints cannot be met (too few
+    works with enough sources, or nothing left for train).
+    """
+    if not pieces:
+        raise ValueError("no pieces to split")
+    ids = [p.piece_id for p in pieces]
+    if len(set(ids)) != len(ids):
+        raise ValueError("piece ids are not unique")
+    works: dict[str, list[PieceInfo]] = {}
+    for p in pieces:
+        works.setdefault(p.work, []).append(p)
+    names = sorted(works)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    n = len(pieces)
+    mins = {"test": int(min_pieces_test), "val": int(min_pieces_val)}
+    targets = {
+        "test": max(mins["test"], int(round(test_fraction * n))),
+        "val": max(mins["val"], int(round(val_fraction * n))),
+    }
+    work_split: dict[str, str] = {}
+
+    def count(split: str, eligible_only: bool = False) -> int:
+        return sum(
+            1
+            for w, s in work_split.items()
+            if s == split
+            for p in works[w]
+            if not eligible_only or p.n_pitched >= min_sources
+        )
+
+    for split in ("test", "val"):
+        for w in order:
+            if count(split, eligible_only=True) >= mins[split]:
+                break
+            if w not in work_split and any(p.n_pitched >= min_sources for p in works[w]):
+                work_split[w] = split
+        have = count(split, eligible_only=True)
+        if have < mins[split]:
+            raise ValueError(
+                f"cannot put {mins[split]} pieces with >= {min_sources} pitched sources into "
+                f"{split}: only {have} available in works not used elsewhere "
+                f"({len(works)} works, {n} pieces); add pieces or lower min_pieces_{split}"
+            )
+    for split in ("test", "val"):
+        for w in order:
+            if w not in work_split and count(split) + len(works[w]) <= targets[split]:
+                work_split[w] = split
+    for w in order:
+        work_split.setdefault(w, "train")
+    if "train" not in work_split.values():
+        raise ValueError(f"no work left for train ({len(works)} works, {n} pieces); add pieces")
+    return {p.piece_id: work_split[p.work] for p in pieces}

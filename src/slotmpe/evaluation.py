@@ -1,0 +1,307 @@
+"""Threshold tuning on validation files and Table III metrics on test files (Section V-B).
+
+Both functions run :func:`slotmpe.inference.predict` on every whole file of one split (batch size
+1) and pool cells as defined in :mod:`slotmpe.metrics`, whose module docstring has the exact
+metric definitions. Slot targets are the four family rolls for the family task (1b, 1c) and the
+source rolls for the stem task (2a-3c); 1b is evaluated in its fixed family order as trained,
+every other slot experiment after per-file Hungarian matching.
+
+``thresholds.json``: ``{"mix": float, "slots": float | null, "val_f1_mix": %, "val_f1_slots": %,
+"exp", "dataset", "seed", "split", "n_files", "n_frames"}``.
+
+``metrics.json``: ``std_ap, std_f1, std_p, std_r, slot_ap, slot_f1, slot_p, slot_r`` (percent),
+``timbre_cos`` (0..1), ``poly_std_acc, poly_stem_acc`` (percent), each ``null`` where it does not
+apply: slot metrics for 1a or when no test file has an active target; ``timbre_cos`` without a
+timbre head or without any known source embedding (e.g. a dataset without stems);
+``poly_*`` without a polyphony head (and ``poly_stem_acc`` outside the stem task). Plus ``exp``,
+``dataset``, ``seed``, ``split``, ``n_files``, ``n_frames``, ``n_matched_pairs``, ``n_cos_pairs``
+and the thresholds used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slotmpe import metrics as M
+from slotmpe.constants import MAX_SLOTS
+from slotmpe.experiments import Experiment, get_experiment
+from slotmpe.inference import DEFAULT_MAX_FRAMES, predict
+from slotmpe.utils import atomic_path, get_logger, resolve_device
+
+log = get_logger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _run_info(model: torch.nn.Module, meta: dict[str, Any], model_path: Path) -> dict[str, Any]:
+    """Experiment, dataset and seed of a checkpoint: from the model / checkpoint metadata / path.
+
+    The training writes ``extra={"exp", "dataset", "seed", ...}``; older or foreign checkpoints
+    fall back to the layout ``results/{dataset}/{exp}/seed{seed}/model.pt``.
+    """
+    extra = meta.get("extra", meta) if isinstance(meta, dict) else {}
+    extra = extra if isinstance(extra, dict) else {}
+    parts = Path(model_path).resolve().parts
+    exp = getattr(getattr(model, "exp", None), "name", None) or extra.get("exp")
+    exp = exp or meta.get("exp") or meta.get("experiment")
+    if exp is None and len(parts) >= 3:
+        exp = parts[-3]
+    dataset = extra.get("dataset") or meta.get("dataset")
+    if dataset is None and len(parts) >= 4:
+        dataset = parts[-4]
+    seed = extra.get("seed", meta.get("seed"))
+    if seed is None and len(parts) >= 2:
+        m = re.fullmatch(r"seed(\d+)", parts[-2])
+        seed = int(m.group(1)) if m else None
+    if exp is None:
+        raise ValueError(f"cannot tell the experiment of checkpoint {model_path}")
+    return {"exp": str(exp), "dataset": None if dataset is None else str(dataset),
+            "seed": None if seed is None else int(seed)}
+
+
+def _load_model(model_path: Path) -> tuple[torch.nn.Module, Experiment, dict[str, Any]]:
+    from slotmpe.models import load_checkpoint
+
+    if not Path(model_path).is_file():
+        raise FileNotFoundError(f"model checkpoint {model_path} does not exist")
+    model, meta = load_checkpoint(model_path, map_location="cpu")
+    info = _run_info(model, meta if isinstance(meta, dict) else {}, Path(model_path))
+    return model, get_experiment(info["exp"]), info
+
+
+def load_embeddings(path: Path | None) -> dict[str, np.ndarray] | None:
+    """``track_id -> (E,)`` float32 from ``embeddings.parquet`` (columns ``track_id, e0..``)."""
+    if path is None:
+        return None
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file {path} does not exist")
+    df = pd.read_parquet(path)
+    ecols = sorted((c for c in df.columns if re.fullmatch(r"e\d+", str(c))), key=lambda c: int(c[1:]))
+    if "track_id" not in df.columns or not ecols:
+        raise ValueError(f"embeddings file {path} needs columns track_id, e0..e{{n}}")
+    emb = df[ecols].to_numpy(np.float32)
+    return {str(t): emb[i] for i, t in enumerate(df["track_id"])}
+
+
+def _file_dataset(feature_dir: Path, split: str, embeddings: dict[str, np.ndarray] | None):
+    """``FileDataset`` of ``split`` padded to all sources of its largest piece (at least ``K``=8),
+    so that no source is dropped: sources beyond the slot count are unmatched targets (misses)."""
+    from slotmpe.data import FileDataset, read_index
+
+    index = read_index(Path(feature_dir))
+    n_src = index.loc[index["split"] == split, "n_sources"] if "n_sources" in index else []
+    max_sources = max([MAX_SLOTS, *(int(v) for v in n_src)])
+    ds = FileDataset(Path(feature_dir), split, embeddings=embeddings, max_sources=max_sources)
+    if len(ds) == 0:
+        raise ValueError(f"no {split!r} files in the feature cache {feature_dir}")
+    return ds
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Collection over one split
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitResults:
+    """Everything pooled over the files of one split (inputs of the Table III metrics)."""
+
+    mix: M.PooledCells = field(default_factory=M.PooledCells)
+    slots: M.PooledCells = field(default_factory=M.PooledCells)
+    cosines: list[np.ndarray] = field(default_factory=list)
+    poly_std: list[int] = field(default_factory=lambda: [0, 0])  # correct, total
+    poly_stem: list[int] = field(default_factory=lambda: [0, 0])
+    n_files: int = 0
+    n_frames: int = 0
+    n_matched: int = 0
+    n_target_cells: int = 0  # active cells of present slot targets
+
+
+def slot_targets(exp: Experiment, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Slot target rolls ``(S, 72, T)`` bool and presence flags ``(S,)`` of one file item."""
+    if exp.target_kind == "family":
+        return _np(item["family"]) > 0.5, None
+    tg = _np(item["sources"]) > 0.5
+    present = _np(item["source_present"]).astype(bool) if "source_present" in item else None
+    return tg, present
+
+
+def collect(
+    model: torch.nn.Module,
+    exp: Experiment,
+    dataset: Any,
+    device: str,
+    max_frames: int | None,
+) -> SplitResults:
+    """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs."""
+    res = SplitResults()
+    for i in range(len(dataset)):
+        item = dataset[i]
+        pred = predict(model, item["x"], device=device, max_frames=max_frames)
+        mix_t = _np(item["mix"]) > 0.5  # (72, T)
+        res.mix.add(mix_t, pred["mix"])
+        res.n_files += 1
+        res.n_frames += int(mix_t.shape[-1])
+        if exp.poly_head and "poly" in pred:
+            c, n = M.poly_std_correct(pred["poly"], _np(item["poly"]))
+            res.poly_std[0] += c
+            res.poly_std[1] += n
+        if not exp.uses_slots or "slots" not in pred:
+            continue
+        targets, present = slot_targets(exp, item)
+        if exp.matching == "fixed":
+            assign = M.fixed_assignment(pred["slots"].shape[0], targets.shape[0])
+        else:
+            assign = M.match_slots(pred["slots"], targets, present)
+        res.slots.add(*M.slot_cells(pred["slots"], targets, assign, present))
+        res.n_matched += len(assign[0])
+        active = targets.reshape(targets.shape[0], -1).any(axis=1)
+        if present is not None:
+            active &= present
+        res.n_target_cells += int(targets[active].sum())
+        if exp.timbre_head and "timbre" in pred and "source_emb" in item:
+            res.cosines.append(M.matched_cosines(pred["timbre"], _np(item["source_emb"]), assign))
+        if exp.poly_head and exp.target_kind == "source" and "source_poly" in item:
+            c, n = M.poly_stem_correct(pred["slots"], _np(item["source_poly"]), assign,
+                                       present=present, targets=targets)
+            res.poly_stem[0] += c
+            res.poly_stem[1] += n
+    return res
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * float(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def tune_thresholds(
+    model_path: Path,
+    feature_dir: Path,
+    out_path: Path,
+    split: str = "val",
+    device: str | None = None,
+    max_frames: int | None = DEFAULT_MAX_FRAMES,
+) -> dict[str, Any]:
+    """Pick the F1-optimal mixture and slot thresholds on the full ``split`` files.
+
+    Writes ``out_path`` (``thresholds.json``, atomically) and returns its content; ``slots`` is
+    ``None`` for 1a and when no file of the split has an active slot target (0.5 is then used at
+    test time).
+    """
+    model, exp, info = _load_model(Path(model_path))
+    dev = resolve_device(device)
+    ds = _file_dataset(Path(feature_dir), split, None)
+    res = collect(model, exp, ds, dev, max_frames)
+    t_mix, f1_mix = res.mix.best_threshold()
+    t_slot: float | None = None
+    f1_slot: float | None = None
+    if exp.uses_slots and res.n_target_cells > 0:
+        t_slot, f1_slot = res.slots.best_threshold()
+    out = {
+        "mix": t_mix, "slots": t_slot, "val_f1_mix": _pct(f1_mix), "val_f1_slots": _pct(f1_slot),
+        **info, "split": split, "n_files": res.n_files, "n_frames": res.n_frames,
+        "max_frames": max_frames,
+    }
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+    log.info("%s: thresholds mix %.4f (val F1 %.2f), slots %s on %d %s files", info["exp"],
+             t_mix, 100 * f1_mix, "-" if t_slot is None else f"{t_slot:.4f}", res.n_files, split)
+    return out
+
+
+def _read_thresholds(path: Path) -> dict[str, Any]:
+    try:
+        th = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"thresholds file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"thresholds file {path} is not valid JSON: {e}") from None
+    if not isinstance(th, dict) or not isinstance(th.get("mix"), int | float):
+        raise ValueError(f"thresholds file {path} lacks a numeric 'mix' threshold")
+    return th
+
+
+def evaluate_model(
+    model_path: Path,
+    thresholds_path: Path,
+    feature_dir: Path,
+    out_path: Path,
+    embeddings_path: Path | None = None,
+    split: str = "test",
+    device: str | None = None,
+    max_frames: int | None = DEFAULT_MAX_FRAMES,
+) -> dict[str, Any]:
+    """Table III metrics of one trained model on the full ``split`` files -> ``metrics.json``.
+
+    Args:
+        model_path: ``model.pt``; thresholds_path: ``thresholds.json`` from :func:`tune_thresholds`.
+        feature_dir: the dataset's feature cache; out_path: ``metrics.json`` (written atomically).
+        embeddings_path: ``embeddings.parquet`` of the timbre encoder (for ``timbre_cos``).
+        split: evaluated split; device: ``None`` = CUDA if available else CPU.
+        max_frames: whole-file inference up to this length, chunked beyond (see inference).
+    """
+    model, exp, info = _load_model(Path(model_path))
+    th = _read_thresholds(Path(thresholds_path))
+    t_mix = float(th["mix"])
+    t_slot = th.get("slots")
+    t_slot = M.DEFAULT_THRESHOLD if t_slot is None else float(t_slot)
+    dev = resolve_device(device)
+    emb = load_embeddings(embeddings_path) if exp.timbre_head else None
+    ds = _file_dataset(Path(feature_dir), split, emb)
+    res = collect(model, exp, ds, dev, max_frames)
+
+    mix_prf = res.mix.prf(t_mix)
+    out: dict[str, Any] = {
+        "std_ap": _pct(res.mix.ap()),
+        "std_f1": _pct(mix_prf["f1"]), "std_p": _pct(mix_prf["p"]), "std_r": _pct(mix_prf["r"]),
+        "slot_ap": None, "slot_f1": None, "slot_p": None, "slot_r": None,
+        "timbre_cos": None, "poly_std_acc": None, "poly_stem_acc": None,
+    }
+    if exp.uses_slots and res.n_target_cells > 0:
+        sp = res.slots.prf(t_slot)
+        out.update(slot_ap=_pct(res.slots.ap()), slot_f1=_pct(sp["f1"]), slot_p=_pct(sp["p"]),
+                   slot_r=_pct(sp["r"]))
+    elif exp.uses_slots:
+        log.warning("%s: no active slot target in the %s files; slot metrics are null",
+                    exp.name, split)
+    cos = np.concatenate(res.cosines) if res.cosines else np.zeros(0)
+    if exp.timbre_head:
+        out["timbre_cos"] = M.mean_or_none(cos)
+    if exp.poly_head:
+        out["poly_std_acc"] = _pct(M.safe_ratio(*res.poly_std))
+        if exp.target_kind == "source":
+            out["poly_stem_acc"] = _pct(M.safe_ratio(*res.poly_stem))
+    out.update(info)
+    out.update(
+        split=split, n_files=res.n_files, n_frames=res.n_frames, n_matched_pairs=res.n_matched,
+        n_cos_pairs=int(cos.size), threshold_mix=t_mix,
+        threshold_slots=t_slot if exp.uses_slots else None, max_frames=max_frames,
+        device=dev,
+    )
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+    log.info("%s on %s %s: std AP %.2f F1 %.2f, slot F1 %s", info["exp"], info["dataset"], split,
+             out["std_ap"] or float("nan"), out["std_f1"],
+             "-" if out["slot_f1"] is None else f"{out['slot_f1']:.2f}")
+    return out

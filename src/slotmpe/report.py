@@ -1,0 +1,323 @@
+"""Tables I and III of the paper from our runs, with the paper's figures beside ours.
+
+Table III (:func:`write_table3`)
+    One row per configured ``(exp, dataset)`` pair, aggregated over the seeds found in the given
+    ``metrics.json`` files (written by :func:`slotmpe.evaluation.evaluate_model`). Rows follow the
+    paper's Table III order; a dataset is placed (and compared) through ``dataset_aliases``
+    (e.g. ``chamber -> urmp``, ``electro -> mshoxxdb``); rows without a counterpart in the paper
+    follow in configured order. Columns are exactly those of ``reference/paper_table3.csv``
+    followed by ``n_seeds`` and, when any row has more than one seed, one ``<col>_std`` column per
+    metric (sample standard deviation, ``ddof=1``; empty for single-seed rows). Percentages have
+    two decimals, ``timbre_cos`` four. A metric that does not apply (``null`` in every seed) is
+    left empty; if only some seeds have it, the mean is over those seeds.
+
+Table I (:func:`write_table1`)
+    The eight configurations with our trainable parameter count next to the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slotmpe.experiments import EXPERIMENTS
+from slotmpe.utils import atomic_path, get_logger
+
+log = get_logger(__name__)
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "std_ap", "std_f1", "std_p", "std_r",
+    "slot_ap", "slot_f1", "slot_p", "slot_r",
+    "timbre_cos", "poly_std_acc", "poly_stem_acc",
+)
+COS_COLUMNS: frozenset[str] = frozenset({"timbre_cos"})
+PAPER_DATASET_NAMES: dict[str, str] = {"musicnet": "MusicNet", "mshoxxdb": "mshoxxDB", "urmp": "URMP"}
+COLUMN_TITLES: dict[str, str] = {
+    "std_ap": "Std AP", "std_f1": "Std F1", "std_p": "Std P", "std_r": "Std R",
+    "slot_ap": "Slot AP", "slot_f1": "Slot F1", "slot_p": "Slot P", "slot_r": "Slot R",
+    "timbre_cos": "cos mean", "poly_std_acc": "Poly std acc", "poly_stem_acc": "Poly stem acc",
+}
+
+
+class ReportError(RuntimeError):
+    """A table cannot be built (missing or inconsistent metrics files)."""
+
+
+def _reference_csv(name: str) -> pd.DataFrame:
+    ref = resources.files("slotmpe") / "data" / "reference" / name
+    with resources.as_file(ref) as path:
+        return pd.read_csv(path, dtype={"exp": str, "dataset": str})
+
+
+def paper_table3() -> pd.DataFrame:
+    """The paper's Table III as a frame (columns of ``paper_table3.csv``, NaN where empty)."""
+    return _reference_csv("paper_table3.csv")
+
+
+def paper_table3_columns() -> list[str]:
+    """Column names of the paper's Table III (``exp, dataset`` then the metric columns)."""
+    cols = list(paper_table3().columns)
+    if cols[:2] != ["exp", "dataset"] or tuple(cols[2:]) != METRIC_COLUMNS:
+        raise ReportError(f"unexpected columns in paper_table3.csv: {cols}")
+    return cols
+
+
+def _decimals(col: str) -> int:
+    return 4 if col.removesuffix("_std") in COS_COLUMNS else 2
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportError(f"metrics file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ReportError(f"metrics file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"metrics file {path} does not hold a JSON object")
+    # Fall back to the path layout results/{dataset}/{exp}/seed{seed}/metrics.json
+    parts = Path(path).parts
+    if "exp" not in data and len(parts) >= 3:
+        data["exp"] = parts[-3]
+    if "dataset" not in data and len(parts) >= 4:
+        data["dataset"] = parts[-4]
+    if "seed" not in data and len(parts) >= 2:
+        m = re.fullmatch(r"seed(\d+)", parts[-2])
+        data["seed"] = int(m.group(1)) if m else None
+    missing = [c for c in METRIC_COLUMNS if c not in data]
+    if missing:
+        raise ReportError(f"metrics file {path} lacks the keys {missing}")
+    return data
+
+
+def _row_key(exp: str, dataset: str, aliases: dict[str, str]) -> tuple[str, str]:
+    return str(exp), aliases.get(dataset, dataset)
+
+
+def order_rows(
+    rows: Sequence[tuple[str, str]], dataset_aliases: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """``rows`` sorted into the paper's Table III order (datasets mapped through the aliases).
+
+    Rows without a counterpart in the paper keep their configured order after the others.
+    """
+    aliases = dataset_aliases or {}
+    paper = paper_table3()
+    index = {(e, d): i for i, (e, d) in enumerate(zip(paper["exp"], paper["dataset"], strict=True))}
+    keyed = []
+    for j, (exp, ds) in enumerate(rows):
+        i = index.get(_row_key(exp, ds, aliases))
+        keyed.append(((0, i, j) if i is not None else (1, j, j), (str(exp), str(ds))))
+    return [r for _, r in sorted(keyed)]
+
+
+def _aggregate(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None, None
+    mean = float(np.mean(vals))
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    return mean, std
+
+
+def build_table3(
+    metrics_paths: Iterable[Path],
+    rows: Sequence[tuple[str, str]],
+    dataset_aliases: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Table III of our runs as a frame (see module docstring); ``ReportError`` if a row has no file."""
+    cols = paper_table3_columns()
+    by_row: dict[tuple[str, str], dict[object, dict]] = {}
+    for path in metrics_paths:
+        m = _read_metrics(Path(path))
+        key = (str(m["exp"]), str(m["dataset"]))
+        seeds = by_row.setdefault(key, {})
+        if m.get("seed") in seeds:
+            raise ReportError(f"two metrics files for {key} seed {m.get('seed')} (second: {path})")
+        seeds[m.get("seed")] = m
+    wanted = [(str(e), str(d)) for e, d in rows]
+    missing = [r for r in wanted if r not in by_row]
+    if missing:
+        raise ReportError(
+            "no metrics file for the configured Table III rows "
+            + ", ".join(f"{e}/{d}" for e, d in missing)
+        )
+    extra = sorted(set(by_row) - set(wanted))
+    if extra:
+        log.warning("ignoring metrics of unconfigured rows: %s", extra)
+    ordered = order_rows(wanted, dataset_aliases)
+    n_max = max((len(by_row[r]) for r in ordered), default=0)
+    records = []
+    for exp, ds in ordered:
+        runs = list(by_row[(exp, ds)].values())
+        rec: dict[str, object] = {"exp": exp, "dataset": ds}
+        stds: dict[str, object] = {}
+        for c in cols[2:]:
+            mean, std = _aggregate([r.get(c) for r in runs])
+            rec[c] = None if mean is None else round(mean, _decimals(c))
+            stds[f"{c}_std"] = None if std is None else round(std, _decimals(c))
+        rec["n_seeds"] = len(runs)
+        if n_max > 1:
+            rec.update(stds)
+        records.append(rec)
+    out_cols = cols + ["n_seeds"] + ([f"{c}_std" for c in cols[2:]] if n_max > 1 else [])
+    df = pd.DataFrame.from_records(records, columns=out_cols)
+    for c in out_cols[2:]:
+        df[c] = pd.to_numeric(df[c]) if c != "n_seeds" else df[c].astype(int)
+    return df
+
+
+def _fmt(value: object, col: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{float(value):.{_decimals(col)}f}"
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell if cell else "–" for cell in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(row: pd.Series, col: str, with_std: bool) -> str:
+    text = _fmt(row[col], col)
+    if text and with_std:
+        s = _fmt(row.get(f"{col}_std"), col)
+        if s:
+            text += f" ± {s}"
+    return text
+
+
+def render_table3_md(df: pd.DataFrame) -> str:
+    """Markdown rendering of :func:`build_table3`'s frame (mean ± std with several seeds)."""
+    with_std = any(c.endswith("_std") for c in df.columns)
+    header = ["Exp", "Dataset"] + [COLUMN_TITLES[c] for c in METRIC_COLUMNS] + ["Seeds"]
+    body = [
+        [str(r["exp"]), str(r["dataset"])]
+        + [_cell(r, c, with_std) for c in METRIC_COLUMNS]
+        + [str(int(r["n_seeds"]))]
+        for _, r in df.iterrows()
+    ]
+    intro = (
+        "# Table III (our runs)\n\n"
+        "Standard MPE (mixture) and family/stem slot MPE: AP, F1, P, R in percent; timbre cos in "
+        "0..1; polyphony accuracies in percent. Empty cells (–) do not apply to the experiment or "
+        "the dataset. Mean ± sample std over seeds where several seeds ran.\n\n"
+    )
+    return intro + _md_table(header, body)
+
+
+def render_vs_paper_md(df: pd.DataFrame, dataset_aliases: dict[str, str] | None = None) -> str:
+    """Markdown table with ``ours / paper`` in every cell, labelling stand-in datasets."""
+    aliases = dataset_aliases or {}
+    paper = paper_table3().set_index(["exp", "dataset"])
+    with_std = any(c.endswith("_std") for c in df.columns)
+    header = ["Exp", "Dataset (ours vs paper)"] + [COLUMN_TITLES[c] for c in METRIC_COLUMNS]
+    body = []
+    for _, r in df.iterrows():
+        exp, ds = str(r["exp"]), str(r["dataset"])
+        pds = aliases.get(ds, ds)
+        has_paper = (exp, pds) in paper.index
+        pname = PAPER_DATASET_NAMES.get(pds, pds)
+        if not has_paper:
+            label = f"{ds} (ours; no paper counterpart)"
+        elif pds != ds:
+            label = f"**{ds} (ours) vs {pname} (paper) — different dataset**"
+        else:
+            label = f"{pname} (same dataset)"
+        cells = []
+        for c in METRIC_COLUMNS:
+            ours = _cell(r, c, with_std) or "–"
+            theirs = _fmt(paper.loc[(exp, pds), c], c) if has_paper else ""
+            cells.append(f"{ours} / {theirs or '–'}")
+        body.append([exp, label] + cells)
+    intro = (
+        "# Table III: ours / paper\n\n"
+        "Each cell is `our figure / the paper's figure` (– where a figure does not apply or the "
+        "paper has none). Rows on the embedded datasets are compared with the paper's counterpart "
+        "dataset ("
+        + ", ".join(f"{k} ~ {PAPER_DATASET_NAMES.get(v, v)}" for k, v in sorted(aliases.items()))
+        + "): those are **different data**, rendered locally, and the comparison shows trends only.\n\n"
+    )
+    return intro + _md_table(header, body)
+
+
+def write_table3(
+    metrics_paths: Sequence[Path],
+    rows: Sequence[tuple[str, str]],
+    out_csv: Path,
+    out_md: Path,
+    out_vs_paper_md: Path,
+    dataset_aliases: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Write ``table3.csv``, ``table3.md`` and ``table3_vs_paper.md`` (atomically); returns the frame.
+
+    Args:
+        metrics_paths: ``metrics.json`` files (any seeds) of the configured rows.
+        rows: configured ``(exp, dataset)`` pairs, any order; every one needs at least one file.
+        out_csv, out_md, out_vs_paper_md: output paths.
+        dataset_aliases: our dataset -> the paper's dataset it stands in for.
+    """
+    df = build_table3(metrics_paths, rows, dataset_aliases)
+    text = df.copy()  # per-column decimals (pandas' float_format is global)
+    for c in text.columns[2:]:
+        if c != "n_seeds":
+            text[c] = [_fmt(v, c) for v in df[c]]
+    with atomic_path(out_csv) as tmp:
+        text.to_csv(tmp, index=False)
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(render_table3_md(df))
+    with atomic_path(out_vs_paper_md) as tmp:
+        tmp.write_text(render_vs_paper_md(df, dataset_aliases))
+    return df
+
+
+def _flags(exp_name: str) -> str:
+    e = EXPERIMENTS[exp_name]
+    on = [
+        name
+        for name, flag in (
+            ("timbre_head", e.timbre_head),
+            ("film", e.film),
+            ("poly_head", e.poly_head),
+            ("poly_mix_loss", e.poly_mix_loss),
+            ("poly_slot_loss", e.poly_slot_loss),
+        )
+        if flag
+    ]
+    return "+".join(on) if on else "-"
+
+
+def write_table1(out_csv: Path) -> pd.DataFrame:
+    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %.
+
+    Columns: ``exp, task, slots, matching, flags, params, paper_params, delta_pct`` where ``slots``
+    is 0 for 1a (its slot head exists but is unused, as in the paper's Table I) and ``delta_pct =
+    100 * (params - paper_params) / paper_params`` (two decimals).
+    """
+    from slotmpe.models import build_model, count_parameters
+
+    recs = []
+    for name, e in EXPERIMENTS.items():
+        params = int(count_parameters(build_model(name)))
+        recs.append({
+            "exp": name,
+            "task": e.task,
+            "slots": e.n_slots if e.uses_slots else 0,
+            "matching": e.matching,
+            "flags": _flags(name),
+            "params": params,
+            "paper_params": int(e.paper_params),
+            "delta_pct": round(100.0 * (params - e.paper_params) / e.paper_params, 2),
+        })
+    df = pd.DataFrame.from_records(recs)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

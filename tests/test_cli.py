@@ -1,0 +1,205 @@
+"""Tests of the ``slotmpe`` command line: help texts, info, params, transcribe and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from slotmpe.cli import build_parser, main
+
+
+def _stderr_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip()]
+
+
+# ------------------------------------------------------------------ help
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("transcribe", "params", "info"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize(
+    ("cmd", "expected"),
+    [
+        ("transcribe", ["--model", "--outdir", "--threshold", "--activity-threshold",
+                        "--min-note-ms", "--merge-gap-ms", "--device", "--max-frames", "AUDIO"]),
+        ("params", ["--out", "results/table1.csv"]),
+        ("info", ["versions"]),
+    ],
+)
+def test_subcommand_help(cmd: str, expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for word in expected:
+        assert word in out, (cmd, word)
+
+
+def test_console_entry_runs_as_a_process() -> None:
+    proc = subprocess.run([sys.executable, "-m", "slotmpe.cli", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "transcribe" in proc.stdout
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["transcribe", "a.wav", "--model", "m.pt", "--threshold", "1.5"])
+    assert e.value.code == 2
+    assert "[0, 1]" in capsys.readouterr().err
+    args = build_parser().parse_args(["transcribe", "a.wav", "b", "-m", "m.pt", "--max-frames", "0"])
+    assert args.audio == ["a.wav", "b"] and args.max_frames == 0 and args.device == "auto"
+
+
+# ------------------------------------------------------------------ info and params
+
+
+def test_info(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out
+    assert "16000 Hz" in out and "MIDI 23..94" in out and "3c" in out
+
+
+def test_params_writes_and_prints_table1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    out_csv = tmp_path / "t1.csv"
+    assert main(["params", "-o", str(out_csv)]) == 0
+    text = capsys.readouterr().out
+    assert out_csv.exists()
+    lines = out_csv.read_text().splitlines()
+    assert len(lines) == 9  # header + eight configurations
+    printed = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
+    assert printed[0] == "exp"
+    assert printed[1:9] == ["1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c"]
+    assert f"written to {out_csv}" in text
+
+
+# ------------------------------------------------------------------ transcribe
+
+
+@pytest.fixture(scope="module")
+def model_1a(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An (untrained) 1a checkpoint: enough to exercise the command line."""
+    import torch
+
+    from slotmpe.models import build_model, save_checkpoint
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "model.pt"
+    save_checkpoint(path, build_model("1a"), {})
+    return path
+
+
+def _tone_file(path: Path, sr: int = 16_000, seconds: float = 1.0, channels: int = 1) -> Path:
+    t = np.arange(int(sr * seconds)) / sr
+    y = (0.3 * np.sin(2 * np.pi * 261.63 * t)).astype(np.float32)
+    sf.write(path, np.stack([y] * channels, axis=1) if channels > 1 else y, sr)
+    return path
+
+
+def test_transcribe_one_file(model_1a: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    wav = _tone_file(tmp_path / "tone.wav", sr=44_100, channels=2)
+    out = tmp_path / "out"
+    rc = main(["transcribe", str(wav), "--model", str(model_1a), "-o", str(out),
+               "--threshold", "0.0", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    for suffix in (".mid", ".notes.csv", ".png"):
+        assert (out / f"tone{suffix}").stat().st_size > 0
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(str(out / "tone.mid"))
+    assert [i.name for i in pm.instruments] == ["mixture"]  # 1a: no slot tracks
+    assert len(pm.instruments[0].notes) > 0  # threshold 0: every pitch is on
+    assert "tone.wav" in capsys.readouterr().out
+
+
+def test_missing_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wav = _tone_file(tmp_path / "a.wav")
+    rc = main(["transcribe", str(wav), "--model", str(tmp_path / "nope.pt")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert _stderr_lines(err) == [f"slotmpe: error: {tmp_path / 'nope.pt'}: model file does not exist"]
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a torch file"])
+def test_bad_model_file_is_one_line(content: bytes, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    wav = _tone_file(tmp_path / "a.wav")
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(content)
+    rc = main(["transcribe", str(wav), "--model", str(bad)])
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert rc == 1 and len(lines) == 1
+    assert lines[0].startswith(f"slotmpe: error: {bad}: ")
+    assert ("empty" if not content else "cannot load model") in lines[0]
+
+
+def _bad_files(d: Path) -> dict[str, Path]:
+    unreadable = d / "garbage.wav"
+    unreadable.write_bytes(b"RIFF....WAVEnot really audio" * 10)
+    empty = d / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16_000)  # valid header, 0 samples
+    return {"cannot read audio": unreadable, "audio is empty": empty}
+
+
+def test_bad_audio_files_are_one_line_each(model_1a: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    for problem, path in _bad_files(tmp_path).items():
+        rc = main(["transcribe", str(path), "--model", str(model_1a), "-o", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert rc == 1
+        errors = [ln for ln in _stderr_lines(err) if ln.startswith("slotmpe: error:")]
+        assert len(errors) == 1 and problem in errors[0] and str(path) in errors[0], err
+        assert "Traceback" not in err
+        assert not (tmp_path / "o" / f"{path.stem}.mid").exists()
+
+
+def test_bad_file_in_directory_does_not_stop_the_rest(
+    model_1a: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    bad = _bad_files(d)
+    _tone_file(d / "good1.wav")
+    _tone_file(d / "good2.flac", sr=22_050)
+    (d / "readme.txt").write_text("not audio, ignored")
+    out = tmp_path / "out"
+    rc = main(["transcribe", str(d), "--model", str(model_1a), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    for name in ("good1", "good2"):
+        assert (out / f"{name}.mid").exists() and (out / f"{name}.notes.csv").exists()
+    errors = [ln for ln in _stderr_lines(err) if ln.startswith("slotmpe: error:")]
+    assert len(errors) == len(bad)
+    assert "transcribed 2 of 4 files" in err and "2 failed" in err
+    assert "Traceback" not in err
+
+
+def test_empty_directory_is_an_error(model_1a: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["transcribe", str(tmp_path), "--model", str(model_1a)])
+    assert rc == 1
+    assert _stderr_lines(capsys.readouterr().err) == [
+        f"slotmpe: error: no audio files found in {tmp_path}"
+    ]

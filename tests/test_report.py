@@ -1,0 +1,121 @@
+"""Tests of slotmpe.report: Table III from synthetic metrics files, Table I."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from slotmpe import report
+from slotmpe.report import METRIC_COLUMNS, ReportError
+
+ALIASES = {"chamber": "urmp", "electro": "mshoxxdb"}
+
+
+def _metrics(exp: str, ds: str, seed: int, base: float) -> dict:
+    uses_slots = exp != "1a"
+    m: dict[str, object] = {c: None for c in METRIC_COLUMNS}
+    m.update(std_ap=base, std_f1=base + 1, std_p=base + 2, std_r=base + 3)
+    if uses_slots:
+        m.update(slot_ap=base / 2, slot_f1=base / 2 + 1, slot_p=base / 2 + 2, slot_r=base / 2 + 3)
+    if exp[0] in "23":
+        m["timbre_cos"] = 0.5 + base / 1000
+    if exp[0] == "3":
+        m.update(poly_std_acc=30.0 + base / 10, poly_stem_acc=40.0)
+    m.update(exp=exp, dataset=ds, seed=seed, split="test", n_files=2, n_frames=100)
+    return m
+
+
+def _write(root: Path, m: dict) -> Path:
+    p = root / str(m["dataset"]) / str(m["exp"]) / f"seed{m['seed']}" / "metrics.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(m))
+    return p
+
+
+ROWS = [("2b", "electro"), ("1c", "chamber"), ("1a", "electro"), ("1a", "chamber"),
+        ("1b", "chamber"), ("3c", "chamber"), ("1a", "mydata")]
+EXPECTED_ORDER = [("1a", "electro"), ("1a", "chamber"), ("1b", "chamber"), ("1c", "chamber"),
+                  ("2b", "electro"), ("3c", "chamber"), ("1a", "mydata")]
+
+
+def _outputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    return tmp_path / "t3.csv", tmp_path / "t3.md", tmp_path / "t3_vs.md"
+
+
+def test_order_rows_follows_paper() -> None:
+    assert report.order_rows(ROWS, ALIASES) == EXPECTED_ORDER
+    assert report.order_rows([("1a", "urmp"), ("1a", "musicnet")]) == [("1a", "musicnet"), ("1a", "urmp")]
+
+
+def test_table3_single_seed(tmp_path: Path) -> None:
+    paths = [_write(tmp_path / "results", _metrics(e, d, 0, 10.0 + i)) for i, (e, d) in enumerate(ROWS)]
+    out_csv, out_md, out_vs = _outputs(tmp_path)
+    df = report.write_table3(paths, ROWS, out_csv, out_md, out_vs, ALIASES)
+    assert list(zip(df["exp"], df["dataset"], strict=True)) == EXPECTED_ORDER
+    csv = pd.read_csv(out_csv, dtype={"exp": str})
+    assert list(csv.columns) == report.paper_table3_columns() + ["n_seeds"]
+    assert (csv["n_seeds"] == 1).all()
+    # 1c chamber was written with base 11.0
+    row = csv[(csv.exp == "1c") & (csv.dataset == "chamber")].iloc[0]
+    assert row["std_ap"] == pytest.approx(11.0) and row["slot_f1"] == pytest.approx(6.5)
+    assert pd.isna(row["timbre_cos"])
+    text = out_csv.read_text().splitlines()
+    # percent with two decimals, cos with four
+    line_3c = next(t for t in text if t.startswith("3c,chamber"))
+    assert ",15.00," in line_3c and ",0.5150," in line_3c
+    md = out_md.read_text()
+    assert "| 1a | electro |" in md
+    vs = out_vs.read_text()
+    assert "chamber (ours) vs URMP (paper)" in vs and "electro (ours) vs mshoxxDB (paper)" in vs
+    assert "74.78" in vs  # the paper's 1a URMP AP beside ours
+    assert "mydata (ours; no paper counterpart)" in vs
+
+
+def test_table3_multiple_seeds(tmp_path: Path) -> None:
+    rows = [("1a", "chamber"), ("3c", "electro")]
+    paths = []
+    for seed, base in ((0, 10.0), (1, 12.0), (2, 14.0)):
+        paths += [_write(tmp_path, _metrics(e, d, seed, base)) for e, d in rows]
+    out_csv, out_md, out_vs = _outputs(tmp_path)
+    df = report.write_table3(paths, rows, out_csv, out_md, out_vs, ALIASES)
+    cols = report.paper_table3_columns()
+    assert list(df.columns) == cols + ["n_seeds"] + [f"{c}_std" for c in cols[2:]]
+    r = df.iloc[0]
+    assert r["n_seeds"] == 3
+    assert r["std_ap"] == pytest.approx(12.0)
+    assert r["std_ap_std"] == pytest.approx(2.0)  # sample std of 10, 12, 14
+    assert pd.isna(r["slot_ap"]) and pd.isna(r["slot_ap_std"])
+    assert df.iloc[1]["timbre_cos"] == pytest.approx(0.512)
+    assert "12.00 ± 2.00" in out_md.read_text()
+
+
+def test_table3_missing_metrics_file_is_an_error(tmp_path: Path) -> None:
+    paths = [_write(tmp_path, _metrics("1a", "chamber", 0, 10.0))]
+    with pytest.raises(ReportError, match="1c/chamber"):
+        report.write_table3(paths, [("1a", "chamber"), ("1c", "chamber")], *_outputs(tmp_path), ALIASES)
+    with pytest.raises(ReportError, match="does not exist"):
+        report.write_table3([tmp_path / "nope.json"], [("1a", "chamber")], *_outputs(tmp_path), ALIASES)
+    assert not (tmp_path / "t3.csv").exists()
+
+
+def test_table3_duplicate_seed_is_an_error(tmp_path: Path) -> None:
+    p1 = _write(tmp_path / "a", _metrics("1a", "chamber", 0, 10.0))
+    p2 = _write(tmp_path / "b", _metrics("1a", "chamber", 0, 11.0))
+    with pytest.raises(ReportError, match="two metrics files"):
+        report.build_table3([p1, p2], [("1a", "chamber")], ALIASES)
+
+
+def test_table1(tmp_path: Path) -> None:
+    pytest.importorskip("slotmpe.models")
+    df = report.write_table1(tmp_path / "table1.csv")
+    assert list(df.columns) == ["exp", "task", "slots", "matching", "flags", "params",
+                                "paper_params", "delta_pct"]
+    assert list(df["exp"]) == ["1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c"]
+    assert df.loc[df.exp == "1a", "slots"].item() == 0
+    assert df.loc[df.exp == "3c", "paper_params"].item() == 1_684_875
+    r = df.iloc[3]
+    assert r["delta_pct"] == pytest.approx(round(100 * (r["params"] - r["paper_params"]) / r["paper_params"], 2))
+    assert (tmp_path / "table1.csv").exists()

@@ -1,0 +1,304 @@
+"""Tests of slotmpe.transcribe: note creation, thresholds, writers and a trained end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from slotmpe.constants import FRAME_RATE, MIDI_MIN, N_PITCHES, SAMPLE_RATE
+from slotmpe.transcribe import (
+    MIX,
+    Note,
+    Track,
+    TranscribeOptions,
+    find_audio_files,
+    make_tracks,
+    ms_to_gap_frames,
+    ms_to_min_frames,
+    notes_to_roll,
+    output_names,
+    plot_pianoroll,
+    probs_to_notes,
+    read_notes_csv,
+    read_thresholds,
+    resolve_thresholds,
+    write_midi,
+    write_notes_csv,
+)
+
+# ------------------------------------------------------------------ note creation
+
+
+def _prob(T: int = 40) -> np.ndarray:
+    return np.zeros((N_PITCHES, T), dtype=np.float32)
+
+
+def test_probs_to_notes_threshold_times_and_confidence() -> None:
+    p = _prob()
+    p[60 - MIDI_MIN, 5:10] = [0.6, 0.8, 1.0, 0.8, 0.6]  # MIDI 60, frames 5..9
+    p[40 - MIDI_MIN, 20:24] = 0.49  # below threshold
+    notes = probs_to_notes(p, threshold=0.5, min_note_frames=1, merge_gap_frames=0)
+    assert len(notes) == 1
+    n = notes[0]
+    assert n.midi == 60 and n.slot == MIX
+    assert n.onset_s == pytest.approx(5 * 0.032)
+    assert n.offset_s == pytest.approx(10 * 0.032)
+    assert n.confidence == pytest.approx(0.76, abs=1e-6)
+    # lowering the threshold admits the second note
+    assert len(probs_to_notes(p, 0.4, 1, 0)) == 2
+
+
+def test_probs_to_notes_merges_gaps_then_filters_length() -> None:
+    p = _prob()
+    p[0, 0:3] = 0.9  # 3 frames
+    p[0, 5:7] = 0.9  # gap of 2 frames, then 2 frames
+    p[0, 10:11] = 0.9  # gap of 3 frames, then 1 frame
+    merged = probs_to_notes(p, 0.5, min_note_frames=1, merge_gap_frames=2)
+    assert [(round(n.onset_s / 0.032), round(n.offset_s / 0.032)) for n in merged] == [
+        (0, 7),
+        (10, 11),
+    ]
+    # the gap frames count in the confidence: (5 * 0.9 + 2 * 0) / 7
+    assert merged[0].confidence == pytest.approx(4.5 / 7, abs=1e-6)
+    # min length 2 drops the isolated 1-frame note but keeps the merged one
+    kept = probs_to_notes(p, 0.5, min_note_frames=2, merge_gap_frames=2)
+    assert len(kept) == 1 and kept[0].midi == MIDI_MIN
+    # without merging, min length 3 keeps only the first run
+    plain = probs_to_notes(p, 0.5, min_note_frames=3, merge_gap_frames=0)
+    assert [(round(n.onset_s / 0.032), round(n.offset_s / 0.032)) for n in plain] == [(0, 3)]
+
+
+def test_notes_round_trip_to_the_same_roll() -> None:
+    rng = np.random.default_rng(0)
+    p = (rng.random((N_PITCHES, 200)) > 0.93).astype(np.float32)
+    notes = probs_to_notes(p, 0.5, min_note_frames=1, merge_gap_frames=0)
+    assert np.array_equal(notes_to_roll(notes, 200), p > 0.5)
+
+
+def test_ms_to_frames() -> None:
+    assert ms_to_min_frames(96) == 3 and ms_to_min_frames(100) == 4 and ms_to_min_frames(0) == 1
+    assert ms_to_gap_frames(64) == 2 and ms_to_gap_frames(63) == 1 and ms_to_gap_frames(0) == 0
+    assert 1000 / FRAME_RATE == pytest.approx(32.0)
+
+
+def test_probs_to_notes_rejects_bad_shape() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        probs_to_notes(np.zeros((10, 5)), 0.5)
+
+
+# ------------------------------------------------------------------ thresholds
+
+
+def test_read_thresholds_is_robust(tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    assert read_thresholds(model) == {}  # no file
+    assert resolve_thresholds(model) == (0.5, 0.5, "default 0.5")
+    (tmp_path / "thresholds.json").write_text(json.dumps({"mix": 0.3, "slots": 0.25}))
+    assert read_thresholds(model) == {"mix": 0.3, "slots": 0.25}
+    assert resolve_thresholds(model)[:2] == (0.3, 0.25)
+    assert resolve_thresholds(model, 0.7)[:2] == (0.7, 0.7)
+    (tmp_path / "thresholds.json").write_text(json.dumps({"mix": {"threshold": 0.4, "f1": 0.8}}))
+    mix, slots, source = resolve_thresholds(model)
+    assert (mix, slots) == (0.4, 0.5) and "partly" in source
+    (tmp_path / "thresholds.json").write_text(json.dumps({"mix": "high", "slots": 7}))
+    assert read_thresholds(model) == {}
+    (tmp_path / "thresholds.json").write_text("{not json")
+    assert read_thresholds(model) == {}
+
+
+# ------------------------------------------------------------------ tracks and writers
+
+
+def _probs_two_slots() -> dict[str, np.ndarray]:
+    T = 60
+    slots = np.zeros((3, N_PITCHES, T), dtype=np.float32)
+    slots[0, 60 - MIDI_MIN, 5:30] = 0.9
+    slots[1, 67 - MIDI_MIN, 20:50] = 0.8
+    slots[2, 50 - MIDI_MIN, 0:40] = 0.9  # has notes but is inactive
+    mix = np.maximum(slots[0], slots[1])
+    return {"mix": mix, "slots": slots, "activity": np.array([0.9, 0.7, 0.1])}
+
+
+def test_make_tracks_drops_inactive_slots_and_handles_1a() -> None:
+    probs = _probs_two_slots()
+    tracks = make_tracks(probs, TranscribeOptions(), uses_slots=True)
+    assert [t.name for t in tracks] == ["slot 1", "slot 2", "mixture"]
+    assert [n.midi for n in tracks[0].notes] == [60] and [n.midi for n in tracks[1].notes] == [67]
+    assert sorted(n.midi for n in tracks[2].notes) == [60, 67]
+    # a stricter activity threshold drops slot 2 as well
+    strict = make_tracks(probs, TranscribeOptions(activity_threshold=0.8), uses_slots=True)
+    assert [t.name for t in strict] == ["slot 1", "mixture"]
+    # untrained activity (1b): nothing is dropped by activity
+    all_slots = make_tracks(probs, TranscribeOptions(), uses_slots=True, use_activity=False)
+    assert [t.slot for t in all_slots] == [1, 2, 3, MIX]
+    # a model without trained slots (1a): only the mixture
+    only_mix = make_tracks(probs, TranscribeOptions(), uses_slots=False)
+    assert [t.name for t in only_mix] == ["mixture"]
+
+
+def test_writers_round_trip(tmp_path: Path) -> None:
+    import pretty_midi
+
+    tracks = make_tracks(_probs_two_slots(), TranscribeOptions(), uses_slots=True)
+    midi = write_midi(tmp_path / "x.mid", tracks)
+    pm = pretty_midi.PrettyMIDI(str(midi))
+    assert [i.name for i in pm.instruments] == ["slot 1", "slot 2", "mixture"]
+    assert all(i.program == 0 and not i.is_drum for i in pm.instruments)
+    n0 = pm.instruments[0].notes[0]
+    # MIDI ticks are 0.5 ms, so frame times survive exactly
+    assert (n0.pitch, n0.start, n0.end) == (60, pytest.approx(0.16, abs=1e-9), pytest.approx(0.96))
+    assert n0.velocity == round(127 * 0.9)
+
+    csv_path = write_notes_csv(tmp_path / "x.notes.csv", tracks)
+    assert csv_path.read_text().splitlines()[0] == "slot,onset_s,offset_s,midi,confidence"
+    back = read_notes_csv(csv_path)
+    assert [n.slot for n in back] == [1, 2, MIX, MIX]
+    assert back[0] == Note(1, 0.16, 0.96, 60, pytest.approx(0.9))
+
+    png = plot_pianoroll(tmp_path / "x.png", tracks, duration_s=60 / FRAME_RATE, title="x")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = plot_pianoroll(tmp_path / "e.png", [Track(MIX, "mixture", [])], duration_s=1.0)
+    assert empty.stat().st_size > 0
+    assert not list(tmp_path.glob(".*"))  # atomic writes leave no temporaries
+
+
+def test_find_audio_files_and_output_names(tmp_path: Path) -> None:
+    for name in ("b.wav", "a.flac", "a.wav", "notes.txt", ".hidden.wav"):
+        (tmp_path / name).write_bytes(b"")
+    files = find_audio_files([tmp_path])
+    assert [f.name for f in files] == ["a.flac", "a.wav", "b.wav"]
+    assert output_names(files) == ["a_flac", "a_wav", "b"]
+    assert output_names([Path("x/a.wav"), Path("y/a.wav")]) == ["a_wav", "a_wav_2"]
+    assert find_audio_files([tmp_path / "notes.txt"]) == [tmp_path / "notes.txt"]
+
+
+def test_options_validate() -> None:
+    with pytest.raises(ValueError):
+        TranscribeOptions(mix_threshold=1.5)
+    with pytest.raises(ValueError):
+        TranscribeOptions(max_frames=0)
+
+
+# ------------------------------------------------------------------ end to end with a trained model
+
+
+def _tone(midi: int, dur: float, sr: int, saw: bool) -> np.ndarray:
+    t = np.arange(int(dur * sr)) / sr
+    f = 440.0 * 2 ** ((midi - 69) / 12)
+    if saw:  # band-limited sawtooth: harmonics up to 4 kHz
+        k = np.arange(1, int(4000 // f) + 1)
+        y = (np.sin(2 * np.pi * f * np.outer(t, k)) / k).sum(axis=1) * 0.5
+    else:
+        y = np.sin(2 * np.pi * f * t)
+    env = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)  # 10 ms fades
+    return (0.3 * y * env).astype(np.float32)
+
+
+def two_instrument_excerpt(sr: int = SAMPLE_RATE) -> tuple[np.ndarray, list[tuple[int, float, float]]]:
+    """3 s mix: a sine (MIDI 72) and a sawtooth (MIDI 55) in alternating, overlapping notes.
+
+    Returns ``(audio (n,), notes)`` with notes ``(source, onset_s, offset_s, midi)`` per source.
+    """
+    plan = [(0, 0.2, 1.2, 72), (0, 1.6, 2.8, 76), (1, 0.6, 2.0, 55), (1, 2.2, 2.9, 52)]
+    audio = np.zeros(int(3.0 * sr), dtype=np.float32)
+    notes = []
+    for src, on, off, m in plan:
+        y = _tone(m, off - on, sr, saw=src == 1)
+        i = int(on * sr)
+        audio[i : i + len(y)] += y
+        notes.append((src, on, off, m))
+    return audio, notes
+
+
+def _tiny_widths() -> dict[str, object]:
+    """The default 3c widths divided by 8 (kernel sizes, iterations and chunking kept): a fast model."""
+    from slotmpe.models.slotmpe import DEFAULT_WIDTHS
+
+    keep = {"harmonic_kernel", "n_iters", "chunk_frames", "token_chunk", "embed_dim"}
+    out: dict[str, object] = {}
+    for k, v in DEFAULT_WIDTHS.items():
+        if k in keep:
+            continue
+        if isinstance(v, tuple | list):
+            out[k] = tuple(max(4, int(c) // 8) for c in v)
+        elif isinstance(v, int):
+            out[k] = max(4, v // 8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_3c(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small 3c checkpoint trained for 40 steps on the two-instrument excerpt (~15 s on 1 core)."""
+    torch = pytest.importorskip("torch")
+    from slotmpe.features import hcqt
+    from slotmpe.models import build_model, save_checkpoint
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    audio, notes = two_instrument_excerpt()
+    x = torch.from_numpy(hcqt(audio, SAMPLE_RATE)).float()[None]  # (1, 12, 216, T)
+    T = x.shape[-1]
+    centres = np.arange(T) / FRAME_RATE
+    src = np.zeros((2, N_PITCHES, T), dtype=np.float32)
+    for s, on, off, m in notes:
+        src[s, m - MIDI_MIN, (centres >= on) & (centres < off)] = 1.0
+    src_t = torch.from_numpy(src)[None]  # (1, 2, 72, T)
+    mix_t = src_t.amax(dim=1)
+    model = build_model("3c", **_tiny_widths())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    pos = torch.tensor(5.0)  # positive weight: active cells are rare
+    act_target = torch.zeros(1, model.exp.n_slots)
+    act_target[0, :2] = 1.0
+    model.train()
+    for _ in range(40):  # fixed assignment: slot 1 <- sine, slot 2 <- sawtooth
+        out = model(x)
+        loss = bce(out["mix_logits"], mix_t, pos_weight=pos)
+        loss = loss + bce(out["slot_logits"][:, :2], src_t, pos_weight=pos)
+        loss = loss + bce(out["slot_logits"][:, 2:], torch.zeros_like(out["slot_logits"][:, 2:]))
+        loss = loss + bce(out["activity_logits"], act_target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, model, {"note": "test fixture"})
+    (path.parent / "thresholds.json").write_text(json.dumps({"mix": 0.4, "slots": 0.4}))
+    return path
+
+
+def test_transcribe_file_trained_stereo_44k(trained_3c: Path, tmp_path: Path) -> None:
+    import pretty_midi
+
+    from slotmpe.transcribe import load_model, transcribe_file
+
+    audio, _ = two_instrument_excerpt(sr=44_100)
+    stereo = np.stack([audio, 0.8 * audio], axis=1)  # (n, 2) at 44.1 kHz
+    wav = tmp_path / "duet.wav"
+    sf.write(wav, stereo, 44_100)
+    model, meta = load_model(trained_3c)
+    mix_thr, slot_thr, _ = resolve_thresholds(trained_3c)
+    opts = TranscribeOptions(mix_threshold=mix_thr, slot_threshold=slot_thr, max_frames=40)
+    res = transcribe_file(wav, model, meta, tmp_path / "out", opts)
+
+    assert res.duration_s == pytest.approx(3.0, abs=1e-3)
+    assert res.n_frames == pytest.approx(3.0 * FRAME_RATE, abs=2)
+    for p in (res.midi_path, res.csv_path, res.png_path):
+        assert p is not None and p.exists() and p.stat().st_size > 0
+    assert res.midi_path.name == "duet.mid" and res.csv_path.name == "duet.notes.csv"
+    pm = pretty_midi.PrettyMIDI(str(res.midi_path))
+    names = [i.name for i in pm.instruments]
+    assert names[-1] == "mixture" and len(pm.instruments) >= 2
+    assert all(len(i.notes) > 0 for i in pm.instruments), names
+    mix_pitches = {n.pitch for n in pm.instruments[-1].notes}
+    assert {72, 55} <= mix_pitches  # the two sources' main pitches are found
+    slot_pitches = [{n.pitch for n in i.notes} for i in pm.instruments[:-1]]
+    assert any(72 in s or 76 in s for s in slot_pitches)
+    assert any(55 in s or 52 in s for s in slot_pitches)
+    assert 1 <= len(res.active_slots) <= 8
+    rows = read_notes_csv(res.csv_path)
+    assert {r.slot for r in rows} == set(res.active_slots) | {MIX}
+    assert all(0.0 <= r.onset_s < r.offset_s <= 3.1 and 0 < r.confidence <= 1 for r in rows)

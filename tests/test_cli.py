@@ -158,9 +158,12 @@ def test_bad_model_file_is_one_line(content: bytes, tmp_path: Path,
 def _bad_files(d: Path) -> dict[str, Path]:
     unreadable = d / "garbage.wav"
     unreadable.write_bytes(b"RIFF....WAVEnot really audio" * 10)
-    empty = d / "empty.wav"
-    sf.write(empty, np.zeros(0, dtype=np.float32), 16_000)  # valid header, 0 samples
-    return {"cannot read audio": unreadable, "audio is empty": empty}
+    no_samples = d / "nosamples.wav"
+    sf.write(no_samples, np.zeros(0, dtype=np.float32), 16_000)  # valid header, 0 samples
+    zero_bytes = d / "zerobytes.flac"
+    zero_bytes.write_bytes(b"")
+    return {"cannot read audio": unreadable, "audio is empty": no_samples,
+            "file is empty": zero_bytes}
 
 
 def test_bad_audio_files_are_one_line_each(model_1a: Path, tmp_path: Path,
@@ -192,7 +195,7 @@ def test_bad_file_in_directory_does_not_stop_the_rest(
         assert (out / f"{name}.mid").exists() and (out / f"{name}.notes.csv").exists()
     errors = [ln for ln in _stderr_lines(err) if ln.startswith("slotmpe: error:")]
     assert len(errors) == len(bad)
-    assert "transcribed 2 of 4 files" in err and "2 failed" in err
+    assert f"transcribed 2 of {2 + len(bad)} files" in err and f"{len(bad)} failed" in err
     assert "Traceback" not in err
 
 
@@ -203,3 +206,15 @@ def test_empty_directory_is_an_error(model_1a: Path, tmp_path: Path,
     assert _stderr_lines(capsys.readouterr().err) == [
         f"slotmpe: error: no audio files found in {tmp_path}"
     ]
+
+
+def test_unavailable_cuda_is_one_line(model_1a: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    wav = _tone_file(tmp_path / "a.wav")
+    rc = main(["transcribe", str(wav), "--model", str(model_1a), "--device", "cuda"])
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert rc == 1 and len(lines) == 1 and "CUDA is not available" in lines[0]

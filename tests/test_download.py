@@ -268,6 +268,24 @@ def test_extract_explains_a_web_page_instead_of_an_archive(tmp_path: Path) -> No
         extract(page, tmp_path / "o")
 
 
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_extract_refuses_a_truncated_tar(tmp_path: Path, cut: float) -> None:
+    data = make_tar_gz({f"f{i}.bin": bytes(range(256)) * 40 + bytes([i]) for i in range(4)})
+    archive = tmp_path / "t.tar.gz"
+    archive.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ExtractError, match="truncated"):
+        extract(archive, tmp_path / "o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.tar.gz"]
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as tf:
+        ti = tarfile.TarInfo("a.txt")
+        ti.size = 3
+        tf.addfile(ti, io.BytesIO(b"abc"))
+    archive.write_bytes(plain.getvalue()[:1024])  # header + data block, end marker cut off
+    with pytest.raises(ExtractError, match="truncated"):
+        extract(archive, tmp_path / "o")
+
+
 def test_extract_never_touches_a_foreign_folder(tmp_path: Path) -> None:
     archive = tmp_path / "a.tar.gz"
     archive.write_bytes(make_tar_gz({"x.txt": b"x"}))
@@ -393,7 +411,8 @@ def test_ensure_dataset_unpacks_nested_archives(tmp_path: Path) -> None:
 
 
 def test_ensure_dataset_deletes_an_unverified_download_that_does_not_unpack(tmp_path: Path) -> None:
-    truncated = make_tar_gz({"a.txt": b"x" * 5000})[:100]
+    full = make_tar_gz({"a.txt": bytes(range(256)) * 40})
+    truncated = full[: len(full) // 2]
     with LoopbackServer({"/d.tar.gz": truncated}) as srv:
         with pytest.raises(ExtractError, match="deleted"):
             ensure_dataset({"type": "toy", "url": srv.url("/d.tar.gz")}, tmp_path / "raw", **FAST)

@@ -153,6 +153,8 @@ def test_hcqt_torch_and_batch_agree_with_numpy() -> None:
     np.testing.assert_array_equal(xt.numpy(), xb)
     assert hcqt_from_cqt(torch.from_numpy(c[0])).shape == (12, N_BINS, 5)
     assert hcqt_from_cqt(c.astype(np.float16)).dtype == np.float16
+    x4 = hcqt_from_cqt(torch.from_numpy(c).reshape(1, 3, N_WIDE, 5))
+    np.testing.assert_array_equal(x4[0].numpy(), xb)
     with pytest.raises(ValueError, match="N_WIDE"):
         hcqt_from_cqt(c[:, :216])
 

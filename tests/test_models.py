@@ -116,7 +116,9 @@ def test_permuting_queries_permutes_slots(name: str) -> None:
         b = m(x, queries=q[perm])
     for key in ("slot_logits", "activity_logits", "masks") + (("timbre",) if "timbre" in a else ()):
         torch.testing.assert_close(b[key], a[key][:, perm], atol=1e-5, rtol=1e-4)
-    for key in ("mix_logits", "union_prob", "union_logits") + (("poly_logits",) if "poly_logits" in a else ()):
+    for key in ("mix_logits", "union_prob", "union_logits") + (
+        ("poly_logits",) if "poly_logits" in a else ()
+    ):
         torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
 
 
@@ -137,7 +139,25 @@ def test_union_is_noisy_or_of_slots() -> None:
     p = torch.sigmoid(out["slot_logits"].double())
     expected = 1 - torch.prod(1 - p, dim=1)
     torch.testing.assert_close(out["union_prob"].double(), expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.sigmoid(out["union_logits"].double()), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.sigmoid(out["union_logits"].double()), expected, atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["1c", "2b"])
+def test_decoder_matches_literal_masked_map(name: str) -> None:
+    """The factorised first decoder layer equals decoding the explicit masked (FiLM) map."""
+    m = _model(name).eval()
+    with torch.no_grad():
+        feat = m.encode(_x(2, 23, seed=11))[1]
+        slots, _ = m.slot_attention(feat)
+        gate = torch.sigmoid(m.decoder.activity_logits(slots))
+        film = m.film(m.timbre_head(slots)) if m.film is not None else None
+        tokens = m.slot_attention.tokens(feat)
+        masks, z = m.decoder(tokens, slots, gate, film)
+        masks_ref, z_ref = m.decoder.forward_reference(tokens, slots, gate, film)
+    torch.testing.assert_close(masks, masks_ref)
+    torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4)
 
 
 def test_gated_slot_logits_is_logit_of_product() -> None:
@@ -166,7 +186,9 @@ def test_zero_activity_gate_silences_slot() -> None:
     assert (probs[:, [0, 1, 2, 4, 5, 6, 7]] > 0).all()
     # the silenced slot no longer contributes to the noisy-OR
     others = torch.sigmoid(out["slot_logits"][:, [0, 1, 2, 4, 5, 6, 7]])
-    torch.testing.assert_close(out["union_prob"], 1 - torch.prod(1 - others, dim=1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        out["union_prob"], 1 - torch.prod(1 - others, dim=1), atol=1e-5, rtol=1e-4
+    )
     # a gate of one leaves the predicted activity out of the slot probability
     assert not torch.allclose(out["slot_logits"][:, 0], free["slot_logits"][:, 0])
     # the predicted activity logits are still reported unchanged
@@ -242,7 +264,8 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     assert set(got) == set(ref)
     for key in ref:
         torch.testing.assert_close(got[key], ref[key], atol=0, rtol=0)
-    assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["model.pt"]  # atomic, no temp left
+    # written atomically: no temporary file is left beside it
+    assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["model.pt"]
 
 
 def test_checkpoint_custom_widths_round_trip(tmp_path) -> None:

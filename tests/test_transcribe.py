@@ -176,11 +176,26 @@ def test_find_audio_files_and_output_names(tmp_path: Path) -> None:
     assert find_audio_files([tmp_path / "notes.txt"]) == [tmp_path / "notes.txt"]
 
 
-def test_options_validate() -> None:
+def test_options_validate_and_default_chunking() -> None:
+    from slotmpe.inference import DEFAULT_MAX_FRAMES
+
     with pytest.raises(ValueError):
         TranscribeOptions(mix_threshold=1.5)
     with pytest.raises(ValueError):
         TranscribeOptions(max_frames=0)
+    assert TranscribeOptions().resolved_max_frames() == DEFAULT_MAX_FRAMES  # as the evaluation
+    assert TranscribeOptions(max_frames=None).resolved_max_frames() is None
+
+
+def test_track_names() -> None:
+    from slotmpe.experiments import get_experiment
+    from slotmpe.transcribe import activity_is_trained, slot_track_name
+
+    assert slot_track_name(0) == "slot 1"
+    assert slot_track_name(2, get_experiment("3c")) == "slot 3"
+    assert slot_track_name(0, get_experiment("1b")) == "slot 1 (brass)"
+    assert not activity_is_trained(get_experiment("1b"))
+    assert activity_is_trained(get_experiment("1c")) and activity_is_trained(get_experiment("3c"))
 
 
 # ------------------------------------------------------------------ end to end with a trained model

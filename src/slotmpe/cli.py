@@ -291,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the model runs; auto = cuda when available (default: %(default)s)")
     p.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
                    help="frames per model chunk, bounding memory on long files; 0 = whole file "
-                        f"at once (default: {tr.DEFAULT_MAX_FRAMES} = "
-                        f"{tr.DEFAULT_MAX_FRAMES / C.FRAME_RATE:.1f} s)")
+                        "at once (default: the evaluation's limit, "
+                        "slotmpe.inference.DEFAULT_MAX_FRAMES; model memory is also bounded "
+                        "internally by its own exact time chunking)")
     p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                    help="CPU threads for torch (default: torch's default)")
     p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")

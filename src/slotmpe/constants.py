@@ -73,6 +73,7 @@ INSTRUMENT_FAMILY: Final[dict[str, str]] = {
     "guitar": "strings",
     "electric_bass": "strings",
     "harp": "strings",
+    "string_ensemble": "strings",
     # woodwinds
     "flute": "woodwinds",
     "piccolo": "woodwinds",

@@ -44,7 +44,6 @@ would keep the previous epoch's windows, so do not combine the two.
 from __future__ import annotations
 
 import os
-import resource
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -161,11 +160,13 @@ def read_index(feature_dir: str | os.PathLike[str]) -> pd.DataFrame:
 def _max_open_pieces() -> int:
     """How many piece files one process keeps mapped (each map holds a file descriptor)."""
     try:
+        import resource
+
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):  # pragma: no cover - platform without rlimits
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 16
+    except (ImportError, OSError, ValueError):  # pragma: no cover - platform without rlimits
         soft = 1024
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 16
     return int(max(8, min(1024, soft // 4)))
 
 

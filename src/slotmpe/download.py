@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -340,7 +342,17 @@ def _extract_tar(archive: Path, root: Path) -> int:
                 except tarfile.FilterError as exc:  # defence in depth (Python's 'data' filter)
                     raise ExtractError(f"{archive}: refusing member {m.name!r}: {exc}") from exc
                 n += 1
-    except (tarfile.ReadError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            # Drain the (decompressed) stream: a truncated .gz/.bz2/.xz fails here (tarfile itself
+            # stops silently at a truncated header); the end-of-archive zero blocks must follow.
+            rest = 0
+            while True:
+                buf = tf.fileobj.read(1 << 20)
+                if not buf:
+                    break
+                rest += len(buf)
+            if rest < tarfile.BLOCKSIZE:
+                raise ExtractError(f"{archive}: truncated tar archive (no end-of-archive marker)")
+    except (tarfile.ReadError, EOFError, OSError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
         raise ExtractError(f"{archive}: corrupt or truncated tar archive ({exc})") from exc
     return n
 

@@ -208,18 +208,19 @@ def hcqt_from_cqt(cqt: ArrayT) -> ArrayT:
     """Fast-HCQT input from a wide CQT (numpy or torch; same type, float dtype and device out).
 
     Args:
-        cqt: ``(N_WIDE, T)`` or batched ``(B, N_WIDE, T)`` wide CQT (:func:`cqt_wide`).
+        cqt: ``(N_WIDE, T)`` or batched ``(B, N_WIDE, T)`` wide CQT (:func:`cqt_wide`); any
+            further leading dimensions are kept too.
 
     Returns:
-        ``(12, 216, T)`` or ``(B, 12, 216, T)``: channel ``i < 6`` is harmonic
+        ``(12, 216, T)`` or ``(B, 12, 216, T)`` (``(..., 12, 216, T)``): channel ``i < 6`` is harmonic
         ``constants.HARMONICS[i]`` (value at model bin ``b`` = ``cqt[WIDE_OFFSET + b + shift_i]``,
         0 where that row does not exist), channel ``6 + i`` its validity mask (1.0 / 0.0). Each
         harmonic is one contiguous block copy of rows, so this costs about as much as copying the
         output once.
     """
-    if cqt.ndim not in (2, 3) or cqt.shape[-2] != N_WIDE:
+    if cqt.ndim < 2 or cqt.shape[-2] != N_WIDE:
         raise ValueError(
-            f"hcqt_from_cqt expects (N_WIDE={N_WIDE}, T) or (B, N_WIDE, T), got {tuple(cqt.shape)}"
+            f"hcqt_from_cqt expects (..., N_WIDE={N_WIDE}, T), got {tuple(cqt.shape)}"
         )
     shape = (*cqt.shape[:-2], 2 * len(HARMONIC_SHIFTS), N_BINS, cqt.shape[-1])
     n_h = len(HARMONIC_SHIFTS)

@@ -67,11 +67,11 @@ def settings_to(cls: type[T], settings: Mapping[str, Any], **fixed: Any) -> T:
     return cls(**kwargs)
 
 
-def download_dataset(name: str, dscfg: Mapping[str, Any], raw_dir: Path) -> Path:
-    """Download, verify and unpack real dataset ``name`` into ``raw_dir`` (or use its ``path``)."""
+def download_dataset(name: str, dscfg: Mapping[str, Any], raw_root: Path) -> Path:
+    """Download, verify and unpack real dataset ``name`` into ``raw_root/name`` (or use its ``path``)."""
     from slotmpe.download import ensure_dataset
 
-    out = ensure_dataset(dict(dscfg), raw_dir)
+    out = ensure_dataset(dict(dscfg), raw_root, name=name)
     log.info("dataset %s ready at %s", name, out)
     return out
 
@@ -80,13 +80,13 @@ def build_dataset(
     name: str,
     dscfg: Mapping[str, Any],
     manifest_path: Path,
-    raw_dir: Path | None = None,
+    raw_root: Path | None = None,
     seed: int = 0,
 ) -> Path:
     """Build ``data/{name}/manifest.parquet`` for any dataset type (embedded, folder or real).
 
-    Real datasets (``raw_dir`` = their unpacked download folder) are located with
-    :func:`slotmpe.download.ensure_dataset`, which returns the configured ``path`` or the folder.
+    Real datasets are located with :func:`slotmpe.download.ensure_dataset` (already run by the
+    download rule, so this only resolves the configured ``path`` or ``raw_root/name``).
     """
     from slotmpe import datasets
 
@@ -94,9 +94,10 @@ def build_dataset(
     if cfg["type"] in REAL_DATASET_TYPES:
         from slotmpe.download import ensure_dataset
 
-        if raw_dir is None:
+        if raw_root is None:
             raise ValueError(f"dataset {name!r} of type {cfg['type']} needs its download folder")
-        cfg["raw_dir"] = str(ensure_dataset(cfg, Path(raw_dir)))
+        cfg["raw_dir"] = str(ensure_dataset(cfg, Path(raw_root), name=name))
+    cfg.setdefault("name", name)
     out = datasets.build_dataset(name, cfg, manifest_path.parent, seed)
     if Path(out) != manifest_path:
         raise RuntimeError(f"dataset builder wrote {out}, expected {manifest_path}")

@@ -943,10 +943,10 @@ def plot_umap(
         leg = ax.legend(handles=ins_handles, title="instrument", loc="upper left",
                         bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=9, frameon=False)
         ax.add_artist(leg)
-    if piece_handles:
-        ax.legend(handles=piece_handles, title="piece", loc="lower left",
-                  bbox_to_anchor=(1.01, 0.0), fontsize=8, title_fontsize=9, frameon=False,
-                  ncol=1 if len(pieces) <= 12 else 2)
+    if piece_handles:  # below the axes, so long instrument and piece lists never overlap
+        ax.legend(handles=piece_handles, title="piece", loc="upper center",
+                  bbox_to_anchor=(0.5, -0.1), fontsize=8, title_fontsize=9, frameon=False,
+                  ncol=min(4, len(piece_handles)))
     fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:

@@ -5,17 +5,21 @@
 1. :func:`slotmpe.audio.load_audio` reads any soundfile-readable file (WAV/FLAC/OGG/MP3 where
    libsndfile supports it), any sample rate, mono or stereo, as mono 16 kHz float32.
 2. :func:`slotmpe.features.hcqt` computes the ``(12, 216, T)`` model input over the whole file.
-3. :func:`slotmpe.inference.predict` runs the model; ``max_frames`` bounds the frames the model sees
-   at once (inference keeps the slot identities consistent across chunks), so the model's
-   activation memory does not grow with the file.
+3. :func:`slotmpe.inference.predict` runs the model, exactly as the evaluation does: the whole file
+   in one pass (one slot set for the whole file) up to ``inference.DEFAULT_MAX_FRAMES`` frames, and
+   beyond that in overlapping chunks whose slot order is re-aligned by Hungarian matching
+   (``--max-frames`` changes the chunk length).
 4. Notes are created from frame probabilities (:func:`probs_to_notes`) for the mixture map and for
    every *active* slot map, then written as ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png``.
 
-Memory. Only step 3 is chunked. Audio (16 kHz mono float32: 3.8 MB per minute), the HCQT
-(``12 x 216`` float32 per frame: ~19 MB per minute) and the output probabilities (``(K + 1) x 72``
-float32 per frame: ~0.8 MB per minute for K = 8) are held for the whole file, i.e. memory is
-O(duration) with a small constant plus a bounded model term (see ``benchmarks/bench_inference.py``
-for measured peaks).
+Memory. Within one model pass the model itself runs its time-local stages in exact overlapping time
+chunks and accumulates slot attention over token chunks (:class:`slotmpe.models.slotmpe.SlotMPE`),
+so activations do not grow with the file beyond a few full-length maps; ``max_frames`` caps the
+frames of one pass. The rest is held for the whole file and is O(duration) with small constants:
+audio (16 kHz mono float32, 3.8 MB per minute; the file is decoded once at its own rate), the HCQT
+(``12 x 216`` float32 per frame, ~19 MB per minute) and the output probabilities (``(K + 1) x 72``
+float32 per frame, ~0.8 MB per minute for K = 8). ``benchmarks/bench_inference.py`` measures the
+peak for a 10-minute file.
 
 Note creation (per pitch row of a ``(72, T)`` probability map):
 
@@ -36,7 +40,8 @@ family is appended, e.g. ``"slot 1 (brass)"``), plus a ``"mixture"`` track holdi
 notes. Every track uses the neutral General MIDI program 0 (Acoustic Grand Piano); the mixture track
 doubles the slot tracks' notes, so mute it when listening to the separated parts. Slots whose activity
 probability is below ``activity_threshold`` are dropped, as are active slots with no note above
-threshold. Models without trained slots (experiment 1a; its slot head exists but is unused) give
+threshold; the fixed-order family model 1b does not train its activity output, so there no slot is
+dropped by activity. Models without trained slots (experiment 1a; its slot head exists but is unused) give
 only the mixture track.
 
 CSV columns: ``slot, onset_s, offset_s, midi, confidence``; ``slot`` is the 1-based slot number
@@ -54,11 +59,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from slotmpe.audio import load_audio
+from slotmpe.audio import AudioError, load_audio
 from slotmpe.constants import (
     FAMILIES,
     FRAME_RATE,
@@ -76,9 +81,9 @@ DEFAULT_THRESHOLD: float = 0.5  # used when thresholds.json is absent or lacks a
 DEFAULT_ACTIVITY_THRESHOLD: float = 0.5
 DEFAULT_MIN_NOTE_MS: float = 96.0  # 3 frames
 DEFAULT_MERGE_GAP_MS: float = 64.0  # gaps of up to 2 frames are bridged
-# Same as slotmpe.inference.DEFAULT_MAX_FRAMES (kept here so that importing this module and
-# building the CLI parser does not import torch): whole-file inference up to 8192 frames (262 s).
-DEFAULT_MAX_FRAMES: int = 8192
+# ``max_frames="default"`` means slotmpe.inference.DEFAULT_MAX_FRAMES, the evaluation's limit
+# (resolved at run time so that importing this module, e.g. for the CLI's help, needs no torch).
+DEFAULT_MAX_FRAMES: Literal["default"] = "default"
 MIDI_RESOLUTION: int = 1000  # ticks per beat
 MIDI_TEMPO: float = 120.0  # bpm; with MIDI_RESOLUTION one tick is 0.5 ms
 DEFAULT_PROGRAM: int = 0  # General MIDI Acoustic Grand Piano, for every track
@@ -103,7 +108,7 @@ class TranscribeOptions:
     min_note_ms: float = DEFAULT_MIN_NOTE_MS
     merge_gap_ms: float = DEFAULT_MERGE_GAP_MS
     device: str = "cpu"
-    max_frames: int | None = DEFAULT_MAX_FRAMES
+    max_frames: int | None | Literal["default"] = DEFAULT_MAX_FRAMES
     write_png: bool = True
 
     def __post_init__(self) -> None:
@@ -113,8 +118,17 @@ class TranscribeOptions:
                 raise ValueError(f"{name} must lie in [0, 1], got {v}")
         if self.min_note_ms < 0 or self.merge_gap_ms < 0:
             raise ValueError("min_note_ms and merge_gap_ms must be >= 0")
-        if self.max_frames is not None and self.max_frames < 2:
-            raise ValueError(f"max_frames must be >= 2 or None, got {self.max_frames}")
+        mf = self.max_frames
+        if mf != DEFAULT_MAX_FRAMES and mf is not None and (not isinstance(mf, int) or mf < 2):
+            raise ValueError(f"max_frames must be an int >= 2, None or 'default', got {mf!r}")
+
+    def resolved_max_frames(self) -> int | None:
+        """The chunk length passed to :func:`slotmpe.inference.predict` (None = whole file)."""
+        if self.max_frames == DEFAULT_MAX_FRAMES:
+            from slotmpe.inference import DEFAULT_MAX_FRAMES as inference_default
+
+            return inference_default
+        return self.max_frames  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -588,7 +602,7 @@ def transcribe_audio(
     from slotmpe.inference import predict
 
     x = hcqt(audio, SAMPLE_RATE, name=name)  # (12, 216, T)
-    probs = predict(model, x, device=options.device, max_frames=options.max_frames)
+    probs = predict(model, x, device=options.device, max_frames=options.resolved_max_frames())
     del x
     probs = {k: _to_numpy(v) for k, v in probs.items()}
     exp = _experiment_of(model, meta)
@@ -613,6 +627,8 @@ def transcribe_file(
     t_start = time.perf_counter()
     options = options or TranscribeOptions()
     src = Path(path)
+    if src.is_file() and src.stat().st_size == 0:
+        raise AudioError(f"{src}: file is empty (0 bytes)")
     audio, _ = load_audio(src)  # mono float32 at 16 kHz
     duration = len(audio) / SAMPLE_RATE
     tracks, probs = transcribe_audio(audio, model, meta, options, name=str(src))

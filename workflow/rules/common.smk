@@ -40,12 +40,12 @@ def dataset_cfg(wildcards):
 def download_marker(wildcards):
     """Real datasets depend on their download/unpack marker; embedded and folder ones on nothing."""
     if dataset_cfg(wildcards)["type"] in REAL_TYPES:
-        return [f"{config['raw_root']}/{wildcards.dataset}/.ready"]
+        return [f"{config['raw_root']}/{wildcards.dataset}.ready"]
     return []
 
 
-def raw_dir_of(wildcards, input):
-    """Folder of an unpacked real dataset (from its download marker), or None."""
+def raw_root_of(wildcards, input):
+    """Folder holding the unpacked real datasets (from the download marker), or None."""
     return Path(input.download[0]).parent if input.download else None
 
 

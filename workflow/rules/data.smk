@@ -4,10 +4,10 @@
 
 rule download_dataset:
     output:
-        marker=touch(f"{config['raw_root']}/{{dataset}}/.ready"),
+        marker=touch(f"{config['raw_root']}/{{dataset}}.ready"),
     params:
         dscfg=dataset_cfg,
-        raw_dir=lambda wildcards, output: Path(output.marker).parent,
+        raw_root=lambda wildcards, output: Path(output.marker).parent,
     log:
         "logs/download/{dataset}.log",
     conda:
@@ -23,7 +23,7 @@ rule build_dataset:
         manifest="data/{dataset}/manifest.parquet",
     params:
         dscfg=dataset_cfg,
-        raw_dir=raw_dir_of,
+        raw_root=raw_root_of,
         seed=0,
     log:
         "logs/data/{dataset}.log",

@@ -9,6 +9,6 @@ with log_to(snakemake.log[0]):  # noqa: F821
         name=snakemake.wildcards.dataset,  # noqa: F821
         dscfg=snakemake.params.dscfg,  # noqa: F821
         manifest_path=Path(snakemake.output.manifest),  # noqa: F821
-        raw_dir=snakemake.params.raw_dir,  # noqa: F821
+        raw_root=snakemake.params.raw_root,  # noqa: F821
         seed=int(snakemake.params.seed),  # noqa: F821
     )

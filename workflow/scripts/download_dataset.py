@@ -8,5 +8,5 @@ with log_to(snakemake.log[0]):  # noqa: F821
     download_dataset(
         name=snakemake.wildcards.dataset,  # noqa: F821
         dscfg=snakemake.params.dscfg,  # noqa: F821
-        raw_dir=Path(snakemake.params.raw_dir),  # noqa: F821
+        raw_root=Path(snakemake.params.raw_root),  # noqa: F821
     )

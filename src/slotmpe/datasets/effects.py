@@ -20,13 +20,16 @@ def feedback_delay(
     d = max(1, int(round(delay_s * sr)))
     if not 0.0 <= feedback < 1.0:
         raise ValueError(f"feedback must be in [0, 1), got {feedback}")
-    a = np.zeros(d + 1)
-    a[0] = 1.0
-    a[d] = -feedback
-    b = np.zeros(d + 1)
-    b[d] = 1.0
-    echoes = signal.lfilter(b, a, x.astype(np.float64))
-    return (x + wet * echoes).astype(np.float32)
+    x64 = x.astype(np.float64)
+    echoes = np.zeros_like(x64)
+    # block recursion over echo periods: e[j-th block] = x[(j-1)-th] + feedback * e[(j-1)-th]
+    for start in range(d, len(x64), d):
+        stop = min(start + d, len(x64))
+        n = stop - start
+        echoes[start:stop] = (
+            x64[start - d : start - d + n] + feedback * echoes[start - d : start - d + n]
+        )
+    return (x64 + wet * echoes).astype(np.float32)
 
 
 def reverb(

@@ -556,7 +556,7 @@ def build_mshoxxdb(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
                 notes_path = relative_path(out_dir, npath)
             rows.append(
                 {
-                    "dataset": DATASET,
+                    "dataset": str(cfg.get("name") or DATASET),
                     "piece_id": piece.piece_id,
                     "split": split_of[piece.piece_id],
                     "track_id": track_id,

@@ -208,7 +208,7 @@ def build_musicnet(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
             write_notes(npath, notes)
             rows.append(
                 {
-                    "dataset": DATASET,
+                    "dataset": str(cfg.get("name") or DATASET),
                     "piece_id": piece_id,
                     "split": part,
                     "track_id": track_id,

@@ -195,7 +195,7 @@ def _midi_notes(path: Path) -> pd.DataFrame:
     )
 
 
-def _track_rows(track: Path, split: str, out_dir: Path) -> list[dict[str, Any]]:
+def _track_rows(track: Path, split: str, out_dir: Path, dataset: str = DATASET) -> list[dict[str, Any]]:
     """Manifest rows of one Slakh track folder (empty if it has no pitched source with audio)."""
     meta_path = track / "metadata.yaml"
     try:
@@ -238,7 +238,7 @@ def _track_rows(track: Path, split: str, out_dir: Path) -> list[dict[str, Any]]:
             notes_path = relative_path(out_dir, npath)
         rows.append(
             {
-                "dataset": DATASET,
+                "dataset": dataset,
                 "piece_id": track.name,
                 "split": split,
                 "track_id": track_id,
@@ -277,7 +277,7 @@ def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
         if subset is not None:
             folders = folders[: int(subset)]
         for track in folders:
-            rows.extend(_track_rows(track, split, out_dir))
+            rows.extend(_track_rows(track, split, out_dir, str(cfg.get("name") or DATASET)))
     if not rows:
         raise ManifestError(f"{raw_dir}: no Slakh track with a rendered pitched source")
     path = out_dir / "manifest.parquet"

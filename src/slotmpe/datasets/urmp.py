@@ -57,10 +57,11 @@ log = get_logger(__name__)
 
 DATASET = "urmp"
 
-# The 44 piece folders of URMP (NN_Title_codes). Source: the dataset paper and public code that
-# lists the archive's folders (e.g. per-piece file tables in several GitHub projects); the list
-# reproduces the published counts: 44 pieces, 149 tracks (11 duets, 12 trios, 14 quartets,
-# 7 quintets).
+# The 44 piece folders of URMP (NN_Title_codes). Source: public code that hard-codes the
+# archive's folder list (cross-checked between independent GitHub projects; the real archive could
+# not be listed from here); it reproduces the published counts, 44 pieces and 149 tracks
+# (11 duets, 12 trios, 14 quartets, 7 quintets). build_urmp checks every folder it finds against
+# the split file, so a differing name in the real archive is reported, not silently dropped.
 URMP_PIECES: tuple[str, ...] = (
     "01_Jupiter_vn_vc",
     "02_Sonata_vn_vn",
@@ -460,7 +461,7 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
             instrument = URMP_CODES[code]
             rows.append(
                 {
-                    "dataset": DATASET,
+                    "dataset": str(cfg.get("name") or DATASET),
                     "piece_id": piece,
                     "split": split_of[piece],
                     "track_id": track_id,

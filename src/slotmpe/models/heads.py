@@ -23,7 +23,9 @@ from slotmpe.models.trunk import conv_bn_relu, pool_to_pitch
 class TimbreHead(nn.Module):
     """Per-slot timbre embedding: ``(B, K, d) -> (B, K, 128)`` L2-normalised."""
 
-    def __init__(self, dim: int = SLOT_DIM, hidden: int = SLOT_DIM, embed_dim: int = EMBED_DIM) -> None:
+    def __init__(
+        self, dim: int = SLOT_DIM, hidden: int = SLOT_DIM, embed_dim: int = EMBED_DIM
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim)

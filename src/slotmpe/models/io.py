@@ -53,7 +53,9 @@ def _import_class(path: str) -> type:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
-        raise CheckpointError(f"cannot import module {module_name!r} for class {path!r}: {e}") from e
+        raise CheckpointError(
+            f"cannot import module {module_name!r} for class {path!r}: {e}"
+        ) from e
     try:
         return getattr(obj, name)
     except AttributeError:
@@ -128,7 +130,9 @@ def save_checkpoint(
         torch.save(payload, tmp)
 
 
-def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """The raw checkpoint dict of ``path`` (validated); raises :class:`CheckpointError`."""
     p = Path(path)
     if not p.is_file():
@@ -169,7 +173,9 @@ def load_checkpoint(
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not match {ckpt['class']}: {e}") from e
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not match {ckpt['class']}: {e}"
+        ) from e
     model.to(map_location)
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}

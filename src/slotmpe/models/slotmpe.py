@@ -132,7 +132,9 @@ class SlotMPE(nn.Module):
         )
         self.decoder = MaskDecoder(d, int(w["mask_dim"]), int(w["decoder_channels"]))
         e = int(w["embed_dim"])
-        self.timbre_head = TimbreHead(d, int(w["timbre_hidden"]), e) if self.exp.timbre_head else None
+        self.timbre_head = (
+            TimbreHead(d, int(w["timbre_hidden"]), e) if self.exp.timbre_head else None
+        )
         if self.exp.film and not self.exp.timbre_head:
             raise ValueError(f"experiment {self.exp.name}: FiLM needs the timbre head")
         self.film = FiLM(e, d) if self.exp.film else None

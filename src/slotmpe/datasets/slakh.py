@@ -195,7 +195,9 @@ def _midi_notes(path: Path) -> pd.DataFrame:
     )
 
 
-def _track_rows(track: Path, split: str, out_dir: Path, dataset: str = DATASET) -> list[dict[str, Any]]:
+def _track_rows(
+    track: Path, split: str, out_dir: Path, dataset: str = DATASET
+) -> list[dict[str, Any]]:
     """Manifest rows of one Slakh track folder (empty if it has no pitched source with audio)."""
     meta_path = track / "metadata.yaml"
     try:

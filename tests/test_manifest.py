@@ -42,7 +42,9 @@ def tiny(tmp_path: Path) -> tuple[pd.DataFrame, Path]:
     for k, piece in enumerate(("p1", "p2")):
         split = ("train", "test")[k]
         _wav(tmp_path / piece / "mix.wav", 2.0)
-        tracks = [("a", "violin", True), ("b", "flute", True)] + ([("d", "drums", False)] if k == 0 else [])
+        tracks = [("a", "violin", True), ("b", "flute", True)] + (
+            [("d", "drums", False)] if k == 0 else []
+        )
         for track, instrument, pitched in tracks:
             _wav(tmp_path / piece / f"{track}.wav", 2.0)
             if pitched:
@@ -54,7 +56,9 @@ def tiny(tmp_path: Path) -> tuple[pd.DataFrame, Path]:
                     "split": split,
                     "track_id": f"{piece}-{track}",
                     "instrument": instrument,
-                    "family": {"violin": "strings", "flute": "woodwinds", "drums": "percussion"}[instrument],
+                    "family": {"violin": "strings", "flute": "woodwinds", "drums": "percussion"}[
+                        instrument
+                    ],
                     "pitched": pitched,
                     "stem_path": f"{piece}/{track}.wav",
                     "mix_path": f"{piece}/mix.wav",
@@ -103,12 +107,18 @@ def _set(df: pd.DataFrame, row: int, **kw: object) -> pd.DataFrame:
         (lambda d: _set(d, 0, split="val"), "several splits"),
         (lambda d: _set(d, 0, piece_id="bad/id", split="train"), "not safe as a file name"),
         (lambda d: _set(d, 0, notes_path=""), "pitched track has no notes_path"),
-        (lambda d: _set(d, 2, notes_path="p1/a.csv"), "non-pitched track must have an empty notes_path"),
+        (
+            lambda d: _set(d, 2, notes_path="p1/a.csv"),
+            "non-pitched track must have an empty notes_path",
+        ),
         (lambda d: _set(d, 2, pitched=True, notes_path="p1/a.csv"), "cannot be pitched"),
         (lambda d: _set(d, 0, duration_s=-1.0), "positive number"),
         (lambda d: _set(d, 0, mix_path="p2/mix.wav"), "disagree on mix_path"),
-        (lambda d: _set(d, 0, pitched="maybe"), "must be a boolean"),
-        (lambda d: d[d["piece_id"] == "p1"].assign(pitched=False, notes_path=""), "no pitched track"),
+        (lambda d: d.assign(pitched=["maybe"] + [True] * (len(d) - 1)), "must be a boolean"),
+        (
+            lambda d: d[d["piece_id"] == "p1"].assign(pitched=False, notes_path=""),
+            "no pitched track",
+        ),
         (lambda d: d.iloc[:0], "no rows"),
     ],
 )

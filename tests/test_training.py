@@ -118,7 +118,11 @@ def test_one_step_reduces_loss_on_fixed_batch(name: str, cache: Path, embeddings
     assert batch["source_present"].any()
     torch.manual_seed(0)
     model = build_model(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    # AdamW's first step moves every parameter by ~lr (sign of its gradient); at the protocol's
+    # 1e-3 that coherent jump over all 1.3M weights overshoots 1c's activity logits (checked:
+    # +0.07 total), so the descent property is tested at 1e-4, where the step is in the descent
+    # regime for every configuration.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     w = default_loss_weights(exp)
     model.train()  # every forward in the same (batch-statistics) mode as the step
     matches = None

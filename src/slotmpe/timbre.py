@@ -925,7 +925,11 @@ def plot_umap(
     if df.empty:
         ax.text(0.5, 0.5, f"no {split} stems", ha="center", va="center", transform=ax.transAxes)
     head = title or f"Timbre embeddings ({split} split)"
-    ax.set_title(f"{head}\n{method}, {len(df)} stems, {len(pieces)} pieces", fontsize=11)
+    n_st, n_pc = len(df), len(pieces)
+    ax.set_title(
+        f"{head}\n{method}, {n_st} stem{'s' * (n_st != 1)}, {n_pc} piece{'s' * (n_pc != 1)}",
+        fontsize=11,
+    )
     ax.set_xlabel(f"{method.split(' ')[0]} 1")
     ax.set_ylabel(f"{method.split(' ')[0]} 2")
     ax.grid(alpha=0.3)
@@ -939,17 +943,20 @@ def plot_umap(
                markeredgecolor="black", markersize=8, label=p)
         for p in pieces
     ]
+    legends = []
     if ins_handles:
-        leg = ax.legend(handles=ins_handles, title="instrument", loc="upper left",
-                        bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=9, frameon=False)
-        ax.add_artist(leg)
+        legends.append(ax.legend(
+            handles=ins_handles, title="instrument", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+            fontsize=8, title_fontsize=9, frameon=False,
+        ))
+        ax.add_artist(legends[-1])
     if piece_handles:  # below the axes, so long instrument and piece lists never overlap
-        ax.legend(handles=piece_handles, title="piece", loc="upper center",
-                  bbox_to_anchor=(0.5, -0.1), fontsize=8, title_fontsize=9, frameon=False,
-                  ncol=min(4, len(piece_handles)))
-    fig.tight_layout()
+        legends.append(ax.legend(
+            handles=piece_handles, title="piece", loc="upper center", bbox_to_anchor=(0.5, -0.1),
+            fontsize=8, title_fontsize=9, frameon=False, ncol=min(4, len(piece_handles)),
+        ))
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight", bbox_extra_artists=legends)
     plt.close(fig)
     return out_png

@@ -96,6 +96,9 @@ ELECTRO_DEFAULTS: dict[str, Any] = {
     "effect_probabilities": {"delay": 0.5, "reverb": 0.6, "lowpass": 0.5},
 }
 
+GENERIC_KEYS = frozenset({"type", "seed", "path", "url", "md5", "sha256", "subset", "raw_dir"})
+"""Keys of a dataset entry that other dataset types use; ignored by the embedded builders."""
+
 # Sounding ranges (MIDI, inclusive) used to give each part a plausible instrument.
 INSTRUMENT_RANGES: dict[str, tuple[int, int]] = {
     "violin": (55, 100),
@@ -159,8 +162,8 @@ class PlannedPiece:
 
 def _merged(cfg: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
     """``defaults`` updated with ``cfg``; unknown keys raise so that typos in config.yaml surface."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(defaults) - {"type", "seed"})
+    cfg = {k: v for k, v in (cfg or {}).items() if k not in GENERIC_KEYS}
+    unknown = sorted(set(cfg) - set(defaults))
     if unknown:
         raise ValueError(
             f"unknown embedded-dataset config key(s) {unknown}; known: {sorted(defaults)}"

@@ -195,11 +195,11 @@ def test_resume_refuses_other_config(cache: Path, tmp_path: Path, monkeypatch: p
 def test_same_seed_same_weights_and_outputs(
     cache: Path, embeddings_path: Path, tmp_path: Path
 ) -> None:
-    cfg = _cfg(max_epochs=2)
+    cfg = _cfg(max_epochs=2, windows_per_epoch=2)
     a = tr.train_experiment("3c", cache, tmp_path / "a", cfg, embeddings_path=embeddings_path)
     b = tr.train_experiment("3c", cache, tmp_path / "b", cfg, embeddings_path=embeddings_path)
-    c = tr.train_experiment("3c", cache, tmp_path / "c", _cfg(max_epochs=2, seed=1),
-                            embeddings_path=embeddings_path)
+    c = tr.train_experiment("3c", cache, tmp_path / "c", _cfg(max_epochs=2, windows_per_epoch=2,
+                            seed=1), embeddings_path=embeddings_path)
     wa, wb, wc = _weights(a), _weights(b), _weights(c)
     assert _same(wa, wb)
     assert not _same(wa, wc)

@@ -43,6 +43,7 @@ import re
 import shutil
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,7 @@ def _candidate_works(kind: str, cfg: dict[str, Any]) -> dict[str, list[list[str]
     return out
 
 
-def _draw_works(kind: str, cfg: dict[str, Any], seed: int):  # noqa: ANN202 - generator
+def _draw_works(kind: str, cfg: dict[str, Any], seed: int) -> Iterator[tuple[str, list[str]]]:
     """Yield ``(category, [corpus paths])`` work by work in a seeded order (see module doc)."""
     rng = np.random.default_rng([seed, 7, 0 if kind == "chamber" else 1])
     pools = _candidate_works(kind, cfg)

@@ -98,6 +98,8 @@ INSTRUMENT_ALIASES: dict[str, str] = {
 }
 """Extra names accepted for canonical instruments (besides the canonical names themselves)."""
 
+GENERIC_KEYS = frozenset({"type", "path", "url", "md5", "sha256", "subset", "raw_dir"})
+"""Keys of a dataset entry that other dataset types use; ignored here."""
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "seed": 0,
@@ -327,7 +329,8 @@ def build_folder(src: Path, out_dir: Path, cfg: dict[str, Any]) -> Path:
     file for bad input.
     """
     src, out_dir = Path(src).absolute(), Path(out_dir).absolute()
-    unknown = sorted(set(cfg) - set(DEFAULTS) - {"path", "type"})
+    cfg = {k: v for k, v in cfg.items() if k not in GENERIC_KEYS}
+    unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ValueError(
             f"unknown folder-dataset config key(s) {unknown}; known: {sorted(DEFAULTS)}"

@@ -4,7 +4,8 @@ For slot ``k`` and pitch-time token ``j`` (a position of the ``d``-channel token
 
 * slot vectors and token features are projected into a shared ``mask_dim`` space; their scaled
   dot products, soft-maxed over the ``K`` slots, give soft masks ``m_kj`` (sum to 1 over slots);
-* an activity probability ``g_k = sigmoid(w . s_k + b)`` from the slot vector gates the mask;
+* an activity probability ``g_k = sigmoid(a(s_k))`` from the slot vector gates the mask, ``a`` a
+  small per-slot MLP ``d -> activity_hidden -> 1`` (GELU; ``activity_hidden = 0``: one linear layer);
 * the gated, masked map ``F_k = (g_k m_k) * F`` (``d`` channels, optionally FiLM-modulated by the
   slot's timbre embedding) goes through a small convolutional decoder shared by all slots
   (1x1 -> 3x3 -> 3x3 -> 1x1), giving pitch logits ``z_k`` ``(72, T)``.
@@ -13,7 +14,10 @@ The final slot probability is additionally gated at the output, ``p_k = g_k * si
 :func:`gated_slot_logits`), so that a zero activity gate silences a slot exactly (with mask gating
 alone the decoder biases would still produce a constant output for an all-zero input).
 
-Implementation note: the decoder's first layer is a 1x1 convolution, which is linear, so
+Implementation notes (compute): the mask similarity is bilinear, so the feature projection is
+folded onto the slot side, ``(W_f t_j + b_f) . p_k = t_j . (W_f^T p_k) + b_f . p_k`` with
+``p_k = W_s s_k + b_s``: ``K d`` multiply-adds per token instead of ``d * mask_dim``, never
+building the projected ``(B, 72, t, mask_dim)`` token map. The decoder's first layer is a 1x1 convolution, which is linear, so
 :meth:`MaskDecoder.forward` applies it to the unmasked map once (or once per slot with FiLM, with
 ``diag(1 + gamma_k)`` folded into its weights) and multiplies by the gated mask afterwards. This is
 algebraically identical to decoding the explicit masked map (:meth:`MaskDecoder.forward_reference`,
@@ -57,13 +61,25 @@ class MaskDecoder(nn.Module):
         dim: slot / token dimension ``d``.
         mask_dim: dimension of the shared slot-token similarity space.
         channels: width of the shared convolutional decoder.
+        activity_hidden: hidden width of the slot activity MLP (0: a single linear layer).
     """
 
-    def __init__(self, dim: int = SLOT_DIM, mask_dim: int = SLOT_DIM, channels: int = 64) -> None:
+    def __init__(
+        self,
+        dim: int = SLOT_DIM,
+        mask_dim: int = SLOT_DIM,
+        channels: int = 16,
+        activity_hidden: int = SLOT_DIM,
+    ) -> None:
         super().__init__()
         self.slot_proj = nn.Linear(dim, mask_dim)
         self.feat_proj = nn.Linear(dim, mask_dim)
-        self.activity = nn.Linear(dim, 1)
+        a = int(activity_hidden)
+        self.activity: nn.Module = (
+            nn.Sequential(nn.Linear(dim, a), nn.GELU(), nn.Linear(a, 1))
+            if a > 0
+            else nn.Linear(dim, 1)
+        )
         self.scale = 1.0 / math.sqrt(mask_dim)
         c = int(channels)
         self.conv = nn.Sequential(
@@ -81,10 +97,19 @@ class MaskDecoder(nn.Module):
         return self.activity(slots).squeeze(-1)
 
     def masks(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Soft masks normalised over slots.
+        """Soft masks normalised over slots (feature projection folded onto the slots).
 
         ``tokens`` ``(B, 72, t, d)``, ``slots`` ``(B, K, d)`` -> masks ``(B, K, 72, t)``.
         """
+        b, p, t, d = tokens.shape
+        ps = self.slot_proj(slots) * self.scale  # (B, K, m)
+        u = torch.matmul(ps, self.feat_proj.weight)  # (B, K, d): W_f^T p_k
+        c = torch.matmul(ps, self.feat_proj.bias).unsqueeze(-1)  # (B, K, 1): b_f . p_k
+        sim = torch.matmul(u, tokens.reshape(b, p * t, d).transpose(1, 2)) + c  # (B, K, 72 t)
+        return torch.softmax(sim, dim=1).view(b, -1, p, t)
+
+    def masks_reference(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Literal :meth:`masks` (projects every token); used by tests."""
         sim = torch.einsum("bptc,bkc->bkpt", self.feat_proj(tokens), self.slot_proj(slots))
         return torch.softmax(sim * self.scale, dim=1)
 
@@ -142,7 +167,7 @@ class MaskDecoder(nn.Module):
         map ``(B, K, d, 72, t)`` and runs the whole conv decoder on it. Used by tests."""
         b, p, t, d = tokens.shape
         k = slots.shape[1]
-        m = self.masks(tokens, slots)
+        m = self.masks_reference(tokens, slots)
         fmap = tokens.permute(0, 3, 1, 2)  # (B, d, 72, t)
         masked = (m * gate[:, :, None, None]).unsqueeze(2) * fmap.unsqueeze(1)  # (B, K, d, 72, t)
         if film is not None:

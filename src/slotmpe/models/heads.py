@@ -7,7 +7,9 @@
   (``(1 + gamma) * F + beta``, so a zero output is the identity).
 * :class:`PolyphonyHead` (paper Sec. III-D): from the shared trunk features at 216 bins,
   conv3x3 -> average 3 bins -> flatten ``C x 72`` per frame -> temporal conv (3 frames) -> ReLU ->
-  8 polyphony-class logits per frame.
+  8 polyphony-class logits per frame. Its weights sit in the per-frame temporal layer
+  (``C x 72 -> hidden``), which runs once per frame rather than per pitch-time cell, so it is cheap
+  in compute for its size.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class PolyphonyHead(nn.Module):
         self,
         in_channels: int,
         channels: int = 16,
-        hidden: int = 96,
+        hidden: int = 88,
         n_classes: int = N_POLY_CLASSES,
         n_pitches: int = N_PITCHES,
     ) -> None:

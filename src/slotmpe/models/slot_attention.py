@@ -13,6 +13,17 @@ residually ``s_k <- s_k + u_k`` and refined by a residual feed-forward block
 ``s_k <- s_k + FFN(LN(s_k))``; queries are computed from ``LN(s_k)``. (A separate output projection
 after the aggregation would compose linearly with the value projection, so there is none.)
 
+Compute: the key and value projections are affine, so they are folded onto the slot side instead
+of being applied to all ``N`` tokens (identical result, same parameters, every one trained):
+
+    q_k . (W_k z_j + b_k) = (W_k^T q_k) . z_j + q_k . b_k
+    sum_j a_kj (W_v z_j + b_v) = W_v (sum_j a_kj z_j) + b_v sum_j a_kj
+
+so an iteration costs ``2 K d`` multiply-adds per token instead of ``2 d^2`` (K = 8, d = 192:
+~24x less) and the ``(B, N, d)`` key and value tensors are never built. The only token-level
+linear layer left is the token projection ``Cs -> d``. :meth:`SlotAttention.forward_reference`
+is the literal (unfolded) computation, used by the tests.
+
 Memory: attention is ``K x N`` (never ``N x N``), so it is linear in the number of tokens. For long
 inputs the tokens are processed in chunks of at most ``token_chunk`` tokens (whole frames), the
 per-slot numerators and denominators being accumulated, so peak memory for the attention itself
@@ -23,6 +34,7 @@ is ``O(K * token_chunk + token_chunk * d)`` independent of ``T``; only the slot-
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -92,8 +104,47 @@ class SlotAttention(nn.Module):
     def _frames_per_chunk(self) -> int:
         return max(1, self.token_chunk // self.n_pitches)
 
+    def _iterate(
+        self, slots: torch.Tensor, token_chunks: Callable[[], Iterator[torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the ``n_iters`` attention iterations with folded key/value projections.
+
+        Args:
+            slots: initial slots ``(B, K, d)``.
+            token_chunks: returns a fresh iterator over token chunks ``(B, n, d)`` that together
+                cover all ``N`` tokens in order (called once per iteration).
+
+        Returns:
+            final slots ``(B, K, d)`` and the last iteration's attention ``(B, K, N)`` if the
+            tokens came in a single chunk (else ``None``).
+        """
+        wk, bk = self.to_k.weight, self.to_k.bias  # (d, d) [out, in], (d,)
+        attn_out: torch.Tensor | None = None
+        for _ in range(self.n_iters):
+            q = self.to_q(self.slot_norm(slots)) * self.scale  # (B, K, d)
+            qk = torch.matmul(q, wk)  # (B, K, d): W_k^T q_k
+            qb = torch.matmul(q, bk).unsqueeze(-1)  # (B, K, 1): q_k . b_k
+            num = slots.new_zeros(slots.shape)  # sum_j a_kj z_j
+            den = slots.new_zeros(*slots.shape[:2], 1)  # sum_j a_kj
+            n_chunks = 0
+            for z in token_chunks():
+                attn = torch.softmax(torch.matmul(qk, z.transpose(1, 2)) + qb, dim=1)  # (B,K,n)
+                num = num + torch.matmul(attn, z)
+                den = den + attn.sum(-1, keepdim=True)
+                attn_out = attn
+                n_chunks += 1
+            if n_chunks != 1:
+                attn_out = None
+            upd = torch.nn.functional.linear(num, self.to_v.weight) + den * self.to_v.bias
+            slots = slots + upd / (den + self.eps)
+            slots = slots + self.ffn(self.ffn_norm(slots))
+        return slots, attn_out
+
     def forward(
-        self, feat: torch.Tensor, queries: torch.Tensor | None = None
+        self,
+        feat: torch.Tensor,
+        queries: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run slot attention.
 
@@ -101,6 +152,9 @@ class SlotAttention(nn.Module):
             feat: slot-branch map ``(B, Cs, 72, T)``.
             queries: optional initial slots ``(K', d)`` replacing the learned queries (used by tests,
                 e.g. to permute them).
+            tokens: optional precomputed ``self.tokens(feat)`` ``(B, 72, T, d)`` (saves computing
+                them twice when the caller needs them too); used only when the whole input fits in
+                one token chunk.
 
         Returns:
             slots ``(B, K, d)`` and, when the whole input fits in one chunk, the last iteration's
@@ -110,28 +164,39 @@ class SlotAttention(nn.Module):
         q0 = self.queries if queries is None else queries
         slots = q0.unsqueeze(0).expand(b, -1, -1)
         fpc = self._frames_per_chunk()
-        one_chunk = t <= fpc
-        if one_chunk:
-            z = self.tokens(feat).reshape(b, p * t, self.dim)
-            k_all, v_all = self.to_k(z), self.to_v(z)
-        attn_out: torch.Tensor | None = None
-        for _ in range(self.n_iters):
-            q = self.to_q(self.slot_norm(slots)) * self.scale  # (B, K, d)
-            if one_chunk:
-                attn = torch.softmax(torch.einsum("bkd,bnd->bkn", q, k_all), dim=1)
-                num = torch.einsum("bkn,bnd->bkd", attn, v_all)
-                den = attn.sum(-1, keepdim=True)
-                attn_out = attn
-            else:
-                num = slots.new_zeros(slots.shape)
-                den = slots.new_zeros(*slots.shape[:2], 1)
+        if t <= fpc:
+            z_all = (self.tokens(feat) if tokens is None else tokens).reshape(b, p * t, self.dim)
+
+            def chunks() -> Iterator[torch.Tensor]:
+                yield z_all
+        else:
+
+            def chunks() -> Iterator[torch.Tensor]:
                 for a in range(0, t, fpc):
-                    z = self.tokens(feat[..., a : a + fpc]).reshape(b, -1, self.dim)
-                    attn = torch.softmax(torch.einsum("bkd,bnd->bkn", q, self.to_k(z)), dim=1)
-                    num = num + torch.einsum("bkn,bnd->bkd", attn, self.to_v(z))
-                    den = den + attn.sum(-1, keepdim=True)
-            slots = slots + num / (den + self.eps)
+                    yield self.tokens(feat[..., a : a + fpc]).reshape(b, -1, self.dim)
+
+        slots, attn = self._iterate(slots, chunks)
+        if attn is not None:
+            attn = attn.reshape(b, -1, p, t)
+        return slots, attn
+
+    def forward_reference(
+        self, feat: torch.Tensor, queries: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Literal slot attention (keys and values of every token, no chunking); used by tests.
+
+        ``feat`` ``(B, Cs, 72, T)`` -> slots ``(B, K, d)``, last attention ``(B, K, 72, T)``.
+        """
+        b, _, p, t = feat.shape
+        q0 = self.queries if queries is None else queries
+        slots = q0.unsqueeze(0).expand(b, -1, -1)
+        z = self.tokens(feat).reshape(b, p * t, self.dim)
+        k_all, v_all = self.to_k(z), self.to_v(z)
+        attn = slots.new_zeros(b, slots.shape[1], p * t)
+        for _ in range(self.n_iters):
+            q = self.to_q(self.slot_norm(slots)) * self.scale
+            attn = torch.softmax(torch.einsum("bkd,bnd->bkn", q, k_all), dim=1)
+            num = torch.einsum("bkn,bnd->bkd", attn, v_all)
+            slots = slots + num / (attn.sum(-1, keepdim=True) + self.eps)
             slots = slots + self.ffn(self.ffn_norm(slots))
-        if attn_out is not None:
-            attn_out = attn_out.reshape(b, -1, p, t)
-        return slots, attn_out
+        return slots, attn.reshape(b, -1, p, t)

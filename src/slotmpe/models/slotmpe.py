@@ -39,20 +39,25 @@ from slotmpe.models.heads import FiLM, PolyphonyHead, TimbreHead
 from slotmpe.models.slot_attention import SlotAttention
 from slotmpe.models.trunk import GlobalBranch, SlotBranch, Trunk, time_radius
 
+# hidden width of the residual slot FFN: the free width that brings the shared base model to
+# Table I's size (see the parameter decomposition in the docstring of slotmpe.models)
+FFN_HIDDEN = 2576
+
 DEFAULT_WIDTHS: dict[str, Any] = {
-    "trunk_channels": (32, 64, 96),
+    "trunk_channels": (8, 8, 16),
     "harmonic_kernel": 39,
-    "global_channels": (64, 32),
-    "slot_channels": (64, 128),
+    "global_channels": (8, 8),
+    "slot_channels": (16, 32),
     "slot_dim": SLOT_DIM,
     "n_iters": 3,
-    "ffn_hidden": 768,
+    "ffn_hidden": FFN_HIDDEN,
     "mask_dim": SLOT_DIM,
-    "decoder_channels": 80,
+    "decoder_channels": 16,
+    "activity_hidden": SLOT_DIM,
     "timbre_hidden": SLOT_DIM,
     "embed_dim": EMBED_DIM,
     "poly_channels": 16,
-    "poly_hidden": 84,
+    "poly_hidden": 88,
     "chunk_frames": 1024,
     "token_chunk": 65_536,
 }
@@ -130,7 +135,9 @@ class SlotMPE(nn.Module):
             n_pitches=N_PITCHES,
             token_chunk=int(w["token_chunk"]),
         )
-        self.decoder = MaskDecoder(d, int(w["mask_dim"]), int(w["decoder_channels"]))
+        self.decoder = MaskDecoder(
+            d, int(w["mask_dim"]), int(w["decoder_channels"]), int(w["activity_hidden"])
+        )
         e = int(w["embed_dim"])
         self.timbre_head = (
             TimbreHead(d, int(w["timbre_hidden"]), e) if self.exp.timbre_head else None
@@ -170,8 +177,12 @@ class SlotMPE(nn.Module):
         slots: torch.Tensor,
         gate: torch.Tensor,
         film: tuple[torch.Tensor, torch.Tensor] | None,
+        tokens: torch.Tensor | None = None,
     ) -> TensorTuple:
-        tokens = self.slot_attention.tokens(feat)  # (B, 72, t, d)
+        """Masks and decoder logits ``(B, K, 72, t)`` each for a slot-branch map ``feat``
+        ``(B, Cs, 72, t)`` (``tokens``: its precomputed token map ``(B, 72, t, d)``)."""
+        if tokens is None:
+            tokens = self.slot_attention.tokens(feat)  # (B, 72, t, d)
         return self.decoder(tokens, slots, gate, film)
 
     def _chunked(self, t: int) -> bool:
@@ -214,7 +225,9 @@ class SlotMPE(nn.Module):
         if feat is None:
             return out
 
-        slots, _ = self.slot_attention(feat, queries)
+        # one pass (window or short file): build the token map once for attention and decoder
+        tokens = None if self._chunked(t) else self.slot_attention.tokens(feat)
+        slots, _ = self.slot_attention(feat, queries, tokens=tokens)
         act = self.decoder.activity_logits(slots)  # (B, K)
         if activity_override is None:
             gate, gate_logits = torch.sigmoid(act), act
@@ -234,7 +247,7 @@ class SlotMPE(nn.Module):
         if self._chunked(t):
             masks, z = run_time_chunked(dec, feat, self.chunk_frames, self._dec_halo)
         else:
-            masks, z = dec(feat)
+            masks, z = self._decode(feat, slots, gate, film, tokens)
         slot_logits = gated_slot_logits(z, gate_logits)  # type: ignore[arg-type]
         # Eq. 2 in log space: log(1 - p_k) = logsigmoid(-logit_k)
         log_none = torch.nn.functional.logsigmoid(-slot_logits).sum(1)  # (B, 72, T), <= 0

@@ -2,7 +2,10 @@
 
 The trunk is inspired by Basic Pitch (Bittner et al., 2022): a 5x5 convolution over the aligned
 fast-HCQT, a tall "harmonic/octave" kernel spanning 39 bins (13 semitones) in frequency and 3 frames
-in time, and a second 5x5 convolution, all at the full 216-bin resolution. Two branches follow:
+in time, and a 3x3 convolution that widens the map for the branches, all at the full 216-bin
+resolution. Like Basic Pitch (16 and 8 channels in its 5x5 and 3x39 layers) it is narrow: every
+channel at 216 x T costs ``216 T`` times its kernel size in multiply-adds, so the widths are small
+(default 8 / 8 / 16). Two branches follow:
 
 * :class:`GlobalBranch` predicts the mixture pitch map (standard MPE head);
 * :class:`SlotBranch` produces the pitch-time feature map consumed by the slot head.
@@ -56,14 +59,15 @@ class Trunk(nn.Module):
     """Shared convolutional trunk at 216 bins: ``(B, 12, 216, T) -> (B, C3, 216, T)``.
 
     Args:
-        channels: output channels ``(C1, C2, C3)`` of the three convolutions.
+        channels: output channels ``(C1, C2, C3)`` of the three convolutions (5x5, tall
+            ``harmonic_kernel`` x 3, 3x3).
         harmonic_kernel: frequency extent (bins) of the middle, Basic-Pitch-style tall kernel.
         in_channels: input channels (6 aligned harmonics + 6 validity masks).
     """
 
     def __init__(
         self,
-        channels: Sequence[int] = (32, 32, 64),
+        channels: Sequence[int] = (8, 8, 16),
         harmonic_kernel: int = 39,
         in_channels: int = N_INPUT_CHANNELS,
     ) -> None:
@@ -73,7 +77,7 @@ class Trunk(nn.Module):
         self.layers = nn.Sequential(
             conv_bn_relu(in_channels, c1, (5, 5)),
             conv_bn_relu(c1, c2, (harmonic_kernel, 3)),
-            conv_bn_relu(c2, c3, (5, 5)),
+            conv_bn_relu(c2, c3, (3, 3)),
         )
         self.out_channels = c3
 
@@ -88,7 +92,7 @@ class GlobalBranch(nn.Module):
     conv3x3 (216 bins) -> average 3 bins -> conv3x3 (72 bins) -> 1x1 conv to one logit map.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int] = (64, 32)) -> None:
+    def __init__(self, in_channels: int, channels: Sequence[int] = (8, 8)) -> None:
         super().__init__()
         ca, cb = (int(c) for c in channels)
         self.pre = conv_bn_relu(in_channels, ca, (3, 3))
@@ -106,7 +110,7 @@ class SlotBranch(nn.Module):
     conv3x3 (216 bins) -> average 3 bins -> conv3x3 (72 bins), mirroring :class:`GlobalBranch`.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int] = (64, 128)) -> None:
+    def __init__(self, in_channels: int, channels: Sequence[int] = (16, 32)) -> None:
         super().__init__()
         ca, cb = (int(c) for c in channels)
         self.pre = conv_bn_relu(in_channels, ca, (3, 3))

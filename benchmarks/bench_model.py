@@ -2,6 +2,7 @@
 
 Prints, for each experiment (default 1a and 3c):
 
+* forward FLOPs per 23-frame window (``torch.utils.flop_counter.FlopCounterMode``, batch 8),
 * forward+backward windows/s at batch 8, T = 23 frames (train mode, a surrogate loss over every
   output), and
 * full-file inference time (eval mode, no gradients, batch 1) in seconds per minute of audio.
@@ -38,6 +39,17 @@ def bench_train(exp: str, batch: int = 8, iters: int = 5, warmup: int = 1) -> fl
     return batch * iters / elapsed
 
 
+def forward_flops(exp: str, batch: int = 8) -> float:
+    """Forward FLOPs per ``(12, 216, 23)`` window for ``exp`` (train mode, batch ``batch``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(exp).train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.randn(batch, N_INPUT_CHANNELS, N_BINS, WINDOW_FRAMES))
+    return counter.get_total_flops() / batch
+
+
 def bench_inference(exp: str, minutes: float = 1.0, repeats: int = 1) -> float:
     """Seconds of compute per minute of audio for full-file inference (batch 1, eval, no grad)."""
     torch.manual_seed(0)
@@ -59,10 +71,11 @@ def main(exps: Sequence[str], threads: int, iters: int, minutes: float) -> None:
     print(f"torch {torch.__version__}, CPU threads: {torch.get_num_threads()}")
     for exp in exps:
         n = count_parameters(build_model(exp))
+        gflop = forward_flops(exp) / 1e9
         wps = bench_train(exp, iters=iters)
         spm = bench_inference(exp, minutes=minutes)
         print(
-            f"exp {exp}: {n:,} params | train fwd+bwd (batch 8, T=23): {wps:.1f} windows/s | "
+            f"exp {exp}: {n:,} params | fwd {gflop:.3f} GFLOP/window | train fwd+bwd (batch 8, T=23): {wps:.1f} windows/s | "
             f"full-file inference: {spm:.2f} s per minute of audio"
         )
 

@@ -160,6 +160,34 @@ def test_decoder_matches_literal_masked_map(name: str) -> None:
     torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4)
 
 
+def test_folded_slot_attention_matches_literal() -> None:
+    """Folding W_k / W_v onto the slots equals literal slot attention (also when chunked)."""
+    m = _model("2b").eval()
+    with torch.no_grad():
+        feat = m.encode(_x(2, 23, seed=12))[1]
+        ref_slots, ref_attn = m.slot_attention.forward_reference(feat)
+        slots, attn = m.slot_attention(feat)
+        m.slot_attention.token_chunk = 72 * 5  # five frames per chunk
+        chunked, none = m.slot_attention(feat)
+    torch.testing.assert_close(slots, ref_slots, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(attn, ref_attn, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(chunked, ref_slots, atol=1e-4, rtol=1e-4)
+    assert none is None
+
+
+def test_forward_flops_per_window() -> None:
+    """The model stays light: forward FLOPs per 23-frame window (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    limits = {"1a": 0.15e9, "3c": 0.8e9}
+    for name, limit in limits.items():
+        m = _model(name).train()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            m(_x(2, 23, seed=13))
+        assert counter.get_total_flops() / 2 <= limit, (name, counter.get_total_flops() / 2)
+
+
 def test_gated_slot_logits_is_logit_of_product() -> None:
     z = torch.linspace(-12, 12, 49, dtype=torch.float64).reshape(1, 1, 49, 1).expand(1, 3, 49, 1)
     a = torch.tensor([[-25.0, 0.3, 12.0]], dtype=torch.float64)

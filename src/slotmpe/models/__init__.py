@@ -6,44 +6,83 @@ Public API: :class:`SlotMPE` (``models.slotmpe``), :func:`build_model`, :func:`c
 
 Default widths (``slotmpe.models.slotmpe.DEFAULT_WIDTHS``)
 ---------------------------------------------------------
-* trunk (216 bins): BatchNorm(12); conv 5x5 12->32; Basic-Pitch-style tall conv 39x3 (13 semitones
-  x 3 frames) 32->64; conv 5x5 64->96; each conv bias-free + BatchNorm + ReLU.
-* global branch: conv3x3 96->64 (216 bins) -> mean of 3 bins -> conv3x3 64->32 (72 bins) ->
-  1x1 conv 32->1 = mixture logits.
-* slot branch: conv3x3 96->64 (216 bins) -> mean of 3 bins -> conv3x3 64->128 (72 bins).
-* slot head (d = 192, 3 iterations): LN(128) + Linear(128, 192) token projection, learned pitch
-  embedding 72x192, LN; K learned queries (K x 192); LN + q/k/v Linear(192, 192); residual FFN
-  LN + 192->768->192 (GELU).
-* mask decoder: slot and token projections Linear(192, 192) each, activity Linear(192, 1),
-  shared conv decoder 1x1 192->80, 3x3 80->80, 3x3 80->80, 1x1 80->1.
+The model is light in compute (paper Sec. V-A: an epoch of Exp 3 on URMP in ~9 s on a laptop CPU):
+every channel at 216 x T or 72 x T resolution costs per pitch-time cell, so the convolutional parts
+are Basic-Pitch-narrow, while the parameter mass sits in layers that run once per slot vector
+(slot FFN, activity MLP, timbre head) or once per frame (polyphony head), which are nearly free.
+
+* trunk (216 bins): BatchNorm(12); conv 5x5 12->8; Basic-Pitch-style tall conv 39x3 (13 semitones
+  x 3 frames) 8->8; conv 3x3 8->16; each conv bias-free + BatchNorm + ReLU.
+* global branch: conv3x3 16->8 (216 bins) -> mean of 3 bins -> conv3x3 8->8 (72 bins) ->
+  1x1 conv 8->1 = mixture logits.
+* slot branch: conv3x3 16->16 (216 bins) -> mean of 3 bins -> conv3x3 16->32 (72 bins).
+* slot head (d = 192, 3 iterations): LN(32) + Linear(32, 192) token projection, learned pitch
+  embedding 72x192, LN; K learned queries (K x 192); LN + q/k/v Linear(192, 192) (k and v folded
+  onto the slot side, see ``models.slot_attention``); residual FFN LN + 192->2576->192 (GELU),
+  shared across iterations.
+* mask decoder: slot and token projections Linear(192, 192) each (the token one folded onto the
+  slots), activity MLP 192->192->1 (GELU), shared conv decoder 1x1 192->16 (applied before the
+  mask), 3x3 16->16, 3x3 16->16, 1x1 16->1.
 * timbre head (2a+): LN(192), Linear(192, 192), GELU, Linear(192, 128), L2 normalisation.
 * FiLM (2b+): Linear(128, 2 x 192) -> (gamma, beta) on the 192-channel masked slot map.
-* polyphony head (3a+): conv3x3 96->16 (216 bins) -> mean of 3 bins -> flatten 16 x 72 per frame
-  -> Conv1d(1152, 84, 3) -> ReLU -> Conv1d(84, 8, 1).
+* polyphony head (3a+): conv3x3 16->16 (216 bins) -> mean of 3 bins -> flatten 16 x 72 per frame
+  -> Conv1d(1152, 88, 3) -> ReLU -> Conv1d(88, 8, 1).
 
 Trainable parameters (Table I in brackets)
 ------------------------------------------
-====================  =========  =========  =========  =========
-component             1a-1c      2a         2b         3a-3c
-====================  =========  =========  =========  =========
-trunk                   403,224    403,224    403,224    403,224
-global branch            73,953     73,953     73,953     73,953
-slot branch             129,408    129,408    129,408    129,408
-slot head (ex. queries) 447,040    447,040    447,040    447,040
-slot queries (K x 192)      768      1,536      1,536      1,536
-mask decoder            205,186    205,186    205,186    205,186
-timbre head                   -     62,144     62,144     62,144
-FiLM                          -          -     49,536     49,536
-polyphony head                -          -          -    304,924
-total                 1,259,579  1,322,491  1,372,027  1,676,951
-paper (Table I)       1,266,211  1,329,123  1,378,851  1,684,875
-delta                    -0.52%     -0.50%     -0.49%     -0.47%
-====================  =========  =========  =========  =========
+=======================  =========  =========  =========  =========
+component                1a-1c      2a         2b         3a-3c
+=======================  =========  =========  =========  =========
+trunk                       11,128     11,128     11,128     11,128
+global branch                1,769      1,769      1,769      1,769
+slot branch                  7,008      7,008      7,008      7,008
+slot head (ex. FFN, q.)    132,544    132,544    132,544    132,544
+slot FFN (192-2576-192)    991,952    991,952    991,952    991,952
+slot queries (K x 192)         768      1,536      1,536      1,536
+mask decoder: projections   74,112     74,112     74,112     74,112
+mask decoder: activity      37,249     37,249     37,249     37,249
+mask decoder: convs          7,745      7,745      7,745      7,745
+timbre head                      -     62,144     62,144     62,144
+FiLM                             -          -     49,536     49,536
+polyphony head                   -          -          -    307,264
+total                    1,264,275  1,327,187  1,376,723  1,683,987
+paper (Table I)          1,266,211  1,329,123  1,378,851  1,684,875
+delta                       -0.15%     -0.15%     -0.15%     -0.05%
+=======================  =========  =========  =========  =========
 
 The configurations differ only by the components Table I adds: 2a - 1c = 62,912 exactly as in
 the paper (timbre head 62,144 + four more learned slot queries 768), 2b - 2a = 49,536 (paper
-49,728), 3a - 2b = 304,924 (paper 306,024). The constant offset of about -6.6k in the base lies in
-the trunk/decoder widths, which the paper does not state.
+49,728), 3a - 2b = 307,264 (paper 306,024). The paper states neither the trunk/decoder widths nor
+the FFN width; the FFN hidden width (``ffn_hidden``, 13.4 d) is the free width that brings the
+shared base to Table I's size (within -0.15%).
+
+Forward FLOPs per 23-frame window
+---------------------------------
+Counted with ``torch.utils.flop_counter.FlopCounterMode`` (batch 8, T = 23, divided by 8;
+convolutions and matrix products), in MFLOP:
+
+=====================================  =====  =====  =====  =====
+stage                                  1a     1c     2b     3c
+=====================================  =====  =====  =====  =====
+trunk (see below)                      109.7  109.7  109.7  109.7
+global branch                           13.4   13.4   13.4   13.4
+slot branch                                -   38.2   38.2   38.2
+slot head: token projection                -   20.3   20.3   20.3
+slot head: attention (3 iters, folded)     -   17.1   34.0   34.0
+slot head: q + FFN (per slot)              -   24.6   49.3   49.3
+mask decoder: masks (folded) + 1x1         -   13.3   87.7   87.7
+mask decoder: 3x3 + 3x3 + 1x1 per slot     -   61.3  122.5  122.5
+timbre head + FiLM                         -      -    1.8    1.8
+polyphony head                             -      -      -   36.9
+total                                  123.1  298.1  477.5  514.4
+=====================================  =====  =====  =====  =====
+
+Trunk: 5x5 12->8 23.8, tall 39x3 8->8 74.4, 3x3 8->16 11.4 MFLOP.
+
+The previous widths (trunk 32/64/96, slot branch 64/128, decoder 80 channels, keys/values on every
+token) needed 4,613 (1a) and 9,602 (3c) MFLOP per window. With FiLM (2b+) the decoder's first
+1x1 layer is per slot (``diag(1 + gamma_k)`` folded into its weights): ``K x 16 x 192`` multiply-
+adds per token, which is why 2b+ cost more there than 1c.
 
 Which parameters train: every parameter gets a gradient in its configuration except, by design
 of the paper, the slot branch + slot head + mask decoder in 1a (present, counted, skipped in

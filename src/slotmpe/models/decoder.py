@@ -136,7 +136,7 @@ class MaskDecoder(nn.Module):
         b, p, t, d = tokens.shape
         k = slots.shape[1]
         m = self.masks(tokens, slots)
-        fmap = tokens.permute(0, 3, 1, 2).reshape(b, d, p * t)  # (B, d, 72 t)
+        fmap = tokens.reshape(b, p * t, d).transpose(1, 2)  # (B, d, 72 t), a view (no copy)
         first = self.conv[0]
         w = first.weight[:, :, 0, 0]  # (c, d)
         c = w.shape[0]

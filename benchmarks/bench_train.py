@@ -6,7 +6,8 @@ torch.compile) it prints, at batch 8 and 23-frame windows:
 * ``data``: windows/s of the real :class:`slotmpe.data.WindowDataset` + DataLoader alone
   (HCQT slicing, target assembly, collation; ``--workers`` processes),
 * ``step``: windows/s of :func:`slotmpe.training.train_step` (forward, Hungarian matching, all
-  loss terms, backward, AdamW) on one prefetched batch,
+  loss terms, backward, AdamW) on one prefetched batch, by wall time and by process CPU time
+  divided by the thread count (the figure for otherwise idle cores),
 * ``epoch``: windows/s of :func:`slotmpe.training.train_one_epoch` (loader + steps), the number
   that decides wall time,
 * the loss after the timed steps (a variant that "helps" must not change it much).
@@ -93,8 +94,11 @@ def bench_data(ds: WindowDataset, batch: int, workers: int, n_batches: int) -> f
 
 
 def bench_variant(exp_name: str, variant: str, ds: WindowDataset, cfg: TrainConfig, steps: int
-                  ) -> tuple[float, float, float]:
-    """``(step windows/s, epoch windows/s, loss after the timed steps)`` of one variant."""
+                  ) -> tuple[float, float, float, float]:
+    """``(step windows/s, step windows per CPU-second x threads, epoch windows/s, loss after the
+    timed steps)`` of one variant. The CPU-time figure is what the step would reach on
+    ``threads`` otherwise idle cores; it is much less disturbed by other jobs on a shared machine.
+    """
     exp = get_experiment(exp_name)
     w = default_loss_weights(exp)
     torch.manual_seed(0)
@@ -106,10 +110,11 @@ def bench_variant(exp_name: str, variant: str, ds: WindowDataset, cfg: TrainConf
     batch = batch_to(next(iter(DataLoader(ds, batch_size=cfg.batch_size))), "cpu", cfg.channels_last)
     for _ in range(2):  # warm-up (and compilation)
         train_step(run_model, batch, exp, w, opt, cfg.timbre_match_weight, bf16=cfg.bf16)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         losses = train_step(run_model, batch, exp, w, opt, cfg.timbre_match_weight, bf16=cfg.bf16)
     step_ws = steps * cfg.batch_size / (time.perf_counter() - t0)
+    cpu_ws = steps * cfg.batch_size / ((time.process_time() - c0) / torch.get_num_threads())
     ds.set_epoch(1)
     sub = torch.utils.data.Subset(ds, list(range(steps * cfg.batch_size)))
     loader = DataLoader(sub, batch_size=cfg.batch_size, shuffle=True,
@@ -117,7 +122,7 @@ def bench_variant(exp_name: str, variant: str, ds: WindowDataset, cfg: TrainConf
     t0 = time.perf_counter()
     train_one_epoch(run_model, loader, exp, w, opt, cfg, torch.device("cpu"))
     epoch_ws = len(sub) / (time.perf_counter() - t0)
-    return step_ws, epoch_ws, float(losses["total"].detach())
+    return step_ws, cpu_ws, epoch_ws, float(losses["total"].detach())
 
 
 def main(exps: Sequence[str], threads: int, steps: int, variants: Sequence[str],
@@ -141,8 +146,9 @@ def main(exps: Sequence[str], threads: int, steps: int, variants: Sequence[str],
                 cfg = TrainConfig(batch_size=8, num_workers=workers, device="cpu",
                                   channels_last="channels_last" in v, bf16="bf16" in v,
                                   compile=v == "compile")
-                step_ws, epoch_ws, loss = bench_variant(exp, v, ds, cfg, steps)
-                print(f"{exp} {v:<19}: step {step_ws:7.1f} windows/s, epoch (loader+step) "
+                step_ws, cpu_ws, epoch_ws, loss = bench_variant(exp, v, ds, cfg, steps)
+                print(f"{exp} {v:<19}: step {step_ws:7.1f} windows/s ({cpu_ws:7.1f} by CPU time), "
+                      f"epoch (loader+step) "
                       f"{epoch_ws:7.1f} windows/s, loss after {steps + 2} steps {loss:.4f}",
                       flush=True)
 

@@ -50,3 +50,11 @@ def test_settings_to_rejects_unknown_keys() -> None:
     assert settings_to(S, {"lr": 0.5}, seed=3) == S(0.5, 3)
     with pytest.raises(KeyError, match="learning_rate"):
         settings_to(S, {"learning_rate": 0.5})
+
+
+def test_nested_command_line_strings_are_coerced() -> None:
+    cfg = {"profile": "p", "train": {"max_epochs": 5}, "profiles": {"p": {}}}
+    out = apply_profile(cfg, {"train": {"max_epochs": "2", "lr": "0.1", "windows_per_epoch": "null"},
+                              "table3_rows": [["1a", "chamber"]]})
+    assert out["train"] == {"max_epochs": 2, "lr": 0.1, "windows_per_epoch": None}
+    assert out["table3_rows"] == [["1a", "chamber"]]

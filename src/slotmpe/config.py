@@ -32,11 +32,30 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def coerce_scalars(value: Any) -> Any:
+    """Turn string leaves into YAML scalars (``"2"`` -> 2, ``"null"`` -> None, ``"1a"`` stays).
+
+    Snakemake parses nested ``--config`` values with YAML's BaseLoader, which keeps every scalar
+    a string (``--config train='{max_epochs: 2}'`` gives ``{"max_epochs": "2"}``).
+    """
+    if isinstance(value, Mapping):
+        return {k: coerce_scalars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce_scalars(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if parsed is None or isinstance(parsed, (bool, int, float, str)) else value
+    return value
+
+
 def apply_profile(
     config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Apply ``config["profiles"][config["profile"]]``, then ``overrides`` (command-line --config)."""
-    overrides = overrides or {}
+    overrides = coerce_scalars(dict(overrides or {}))
     merged = deep_merge(config, overrides)
     profile = merged.get("profile", "default")
     profiles = merged.get("profiles", {}) or {}

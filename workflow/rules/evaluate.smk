@@ -9,7 +9,7 @@ rule tune_thresholds:
         thresholds="results/{dataset}/{exp}/seed{seed}/thresholds.json",
     params:
         max_frames=config["eval"]["max_frames"],
-    threads: 2
+    threads: 1
     log:
         "logs/eval/{dataset}_{exp}_seed{seed}_thresholds.log",
     benchmark:
@@ -30,7 +30,7 @@ rule evaluate_model:
         metrics="results/{dataset}/{exp}/seed{seed}/metrics.json",
     params:
         max_frames=config["eval"]["max_frames"],
-    threads: 2
+    threads: 1
     log:
         "logs/eval/{dataset}_{exp}_seed{seed}_metrics.log",
     benchmark:

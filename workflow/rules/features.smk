@@ -6,7 +6,7 @@ rule cache_features:
         manifest="data/{dataset}/manifest.parquet",
     output:
         index="data/{dataset}/features/index.csv",
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     log:

@@ -10,7 +10,7 @@ rule train_timbre_encoder:
     params:
         timbre=config["timbre"],
         seed=SEEDS[0],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=240,

@@ -10,7 +10,7 @@ rule train_model:
         log_csv="results/{dataset}/{exp}/seed{seed}/train_log.csv",
     params:
         train=config["train"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=600,

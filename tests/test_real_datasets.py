@@ -4,12 +4,9 @@ by a loopback HTTP server (127.0.0.1), downloaded, verified, unpacked and turned
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import tarfile
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +31,9 @@ from slotmpe.datasets.urmp import (
 from slotmpe.download import ensure_dataset
 
 try:
-    from test_download import LoopbackServer
+    from httpserver import LoopbackServer, make_tar_gz, make_zip, sha256_of
 except ImportError:  # pragma: no cover - tests run as a package
-    from tests.test_download import LoopbackServer
+    from tests.httpserver import LoopbackServer, make_tar_gz, make_zip, sha256_of
 
 SR = 8000
 FAST = {"backoff": 0.01, "timeout": 10.0, "progress": False}
@@ -67,24 +64,6 @@ def midi_bytes(notes: list[tuple[float, float, int]], program: int = 0, is_drum:
     return buf.getvalue()
 
 
-def tar_gz(members: Mapping[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def zip_bytes(members: Mapping[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def download_and_build(
     tmp_path: Path, name: str, filename: str, archive: bytes,
     build: Callable[[Path, Path, dict], Path], cfg: dict,
@@ -92,7 +71,7 @@ def download_and_build(
     """Serve ``archive`` on loopback, ensure_dataset it (sha256-checked), build and read the manifest."""
     with LoopbackServer({f"/records/{filename}": archive}) as srv:
         dscfg = {"type": name, "url": srv.url(f"/records/{filename}"),
-                 "sha256": hashlib.sha256(archive).hexdigest(), **cfg}
+                 "sha256": sha256_of(archive), **cfg}
         raw = ensure_dataset(dscfg, tmp_path / "raw", **FAST)
     out = tmp_path / "data" / name
     path = build(raw, out, dscfg)
@@ -167,7 +146,7 @@ def test_urmp_download_to_manifest(tmp_path: Path) -> None:
         **_urmp_piece("15_Surprise_tpt_tpt_tbn", file_codes=["tpt", "tpt", "tpt"]),
         **_urmp_piece("13_Hark_vn_vn_va", skip_f0={2}),
     }
-    archive = tar_gz(members)
+    archive = make_tar_gz(members)
     df = download_and_build(tmp_path, "urmp", "99348", archive, build_urmp, {"allow_missing_pieces": True})
     root = tmp_path / "data" / "urmp"
     assert len(df) == 8 and set(df["piece_id"]) == {"01_Jupiter_vn_vc", "15_Surprise_tpt_tpt_tbn", "13_Hark_vn_vn_va"}
@@ -235,7 +214,7 @@ def test_mshoxxdb_v11_download_to_manifest(tmp_path: Path) -> None:
         {"train": ["Beneath_v1.flac"], "valid": ["Uridium_2_v1"], "test": ["Guete_des_Geschicks_v1/Guete_des_Geschicks_v1_mel8bit.flac"]}
     ).encode()
     members[f"{root}/splits/ms14_fold1.json"] = json.dumps({"train": [], "test": []}).encode()
-    df = download_and_build(tmp_path, "mshoxxdb", "mshoxxDB_v1.1.zip", zip_bytes(members), build_mshoxxdb, {})
+    df = download_and_build(tmp_path, "mshoxxdb", "mshoxxDB_v1.1.zip", make_zip(members), build_mshoxxdb, {})
     out = tmp_path / "data" / "mshoxxdb"
     assert len(df) == 10
     splits = df.groupby("piece_id")["split"].first().to_dict()
@@ -264,7 +243,7 @@ def test_mshoxxdb_v12_piece_ids_and_metadata(tmp_path: Path) -> None:
     w.writerow([13, "Uridium 2", "mshoxx", "House", 129, 129, 1.0, "4/4"])
     members[f"{root}/metadata.csv"] = meta.getvalue().encode()
     members[f"{root}/ms12.json"] = json.dumps({"train": [7, 11], "validation": [], "test": [13]}).encode()
-    df = download_and_build(tmp_path, "mshoxxdb", "mshoxxDB_v1.2.tar.gz", tar_gz(members), build_mshoxxdb, {})
+    df = download_and_build(tmp_path, "mshoxxdb", "mshoxxDB_v1.2.tar.gz", make_tar_gz(members), build_mshoxxdb, {})
     splits = df.groupby("piece_id")["split"].first().to_dict()
     assert splits == {"Beneath": "train", "Guete_des_Geschicks": "train", "Uridium_2": "test"}
 
@@ -302,7 +281,7 @@ def test_musicnet_download_to_manifest(tmp_path: Path) -> None:
         members[f"musicnet/{folder}_data/{rid}.wav"] = audio_bytes(tone(60, 1.0, sr), "WAV", sr)
         members[f"musicnet/{folder}_labels/{rid}.csv"] = _musicnet_labels(rows)
     df = download_and_build(
-        tmp_path, "musicnet", "musicnet.tar.gz", tar_gz(members), build_musicnet, {"allow_missing_pieces": True}
+        tmp_path, "musicnet", "musicnet.tar.gz", make_tar_gz(members), build_musicnet, {"allow_missing_pieces": True}
     )
     out = tmp_path / "data" / "musicnet"
     assert len(df) == 4 and (df["stem_path"] == "").all()
@@ -362,7 +341,7 @@ def test_slakh_download_to_manifest(tmp_path: Path) -> None:
     for split, track in (("train", "Track00001"), ("train", "Track00002"), ("validation", "Track01501"),
                          ("test", "Track01876"), ("omitted", "Track00003")):
         members.update(_slakh_track(root, split, track, ext="wav" if track == "Track01876" else "flac"))
-    df = download_and_build(tmp_path, "slakh", "slakh2100_flac_redux.tar.gz", tar_gz(members), build_slakh, {"subset": 1})
+    df = download_and_build(tmp_path, "slakh", "slakh2100_flac_redux.tar.gz", make_tar_gz(members), build_slakh, {"subset": 1})
     out = tmp_path / "data" / "slakh"
     assert df.groupby("piece_id")["split"].first().to_dict() == {
         "Track00001": "train", "Track01501": "val", "Track01876": "test"}

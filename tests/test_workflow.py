@@ -120,3 +120,24 @@ def test_tiny_end_to_end(workdir: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     for name in ("table3.md", "table3_vs_paper.md", "table1.csv"):
         assert (workdir / "results" / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_folder_dataset_runs_through_the_dag(workdir: Path) -> None:
+    """A user's own multitrack folder (type: folder) goes through every stage like any dataset."""
+    from test_folder import make_folder
+
+    src = make_folder(workdir / "my_data")
+    res = run_snakemake([
+        "--cores", "2", "results/table3.csv", "results/fig2_umap.png",
+        "--config", "profile=tiny", f"datasets={{mine: {{type: folder, path: {src}}}}}",
+        "table3_rows=[[1a, mine], [2b, mine]]", "fig2_dataset=mine", "paper_aliases={}",
+    ], workdir, timeout=1200)
+    if res.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed\n{res.stderr[-5000:]}\n{logs[-20000:]}")
+    table = pd.read_csv(workdir / "results/table3.csv", dtype={"exp": str})
+    assert list(zip(table["exp"], table["dataset"], strict=True)) == [("1a", "mine"), ("2b", "mine")]
+    assert table[["std_ap", "std_f1"]].notna().all().all()
+    assert table.loc[table["exp"] == "2b", ["slot_f1", "timbre_cos"]].notna().all().all()
+    assert (workdir / "data/mine/manifest.parquet").exists()

@@ -18,6 +18,7 @@ import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import slotmpe
 from slotmpe import constants as C
@@ -200,31 +201,34 @@ def run_info() -> int:
 # parsing
 
 
-def _probability(text: str) -> float:
+_Num = TypeVar("_Num", int, float)
+
+
+def _number(text: str, kind: type[_Num]) -> _Num:
+    """``text`` as an int or float (``kind``); an argparse error naming ``text`` if it is not one."""
     try:
-        v = float(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _probability(text: str) -> float:
+    v = _number(text, float)
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1]: {text}")
     return v
 
 
 def _non_negative(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    v = _number(text, float)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
     return v
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    v = _number(text, int)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
     return v

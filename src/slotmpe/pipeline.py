@@ -99,7 +99,7 @@ def build_dataset(
         cfg["raw_dir"] = str(ensure_dataset(cfg, Path(raw_root), name=name))
     cfg.setdefault("name", name)
     out = datasets.build_dataset(name, cfg, manifest_path.parent, seed)
-    if Path(out) != manifest_path:
+    if Path(out).resolve() != manifest_path.resolve():
         raise RuntimeError(f"dataset builder wrote {out}, expected {manifest_path}")
     return manifest_path
 
@@ -109,7 +109,7 @@ def cache_features(manifest_path: Path, index_path: Path, threads: int = 1) -> P
     from slotmpe.features import build_feature_cache
 
     out = build_feature_cache(manifest_path, index_path.parent, threads=threads)
-    if Path(out) != index_path:
+    if Path(out).resolve() != index_path.resolve():
         raise RuntimeError(f"feature cache wrote {out}, expected {index_path}")
     return index_path
 

@@ -17,11 +17,15 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def get_logger(name: str) -> logging.Logger:
-    """A module logger; configures a stderr handler once if the root logger has none."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    """A module logger. Handlers are configured by the entry points (``pipeline.log_to`` for the
+    workflow's per-job log files, :func:`configure_logging` for scripts), never at import time."""
     return logging.getLogger(name)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr at ``level`` if nothing configured logging yet (benchmarks, ad-hoc scripts)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
 @contextlib.contextmanager

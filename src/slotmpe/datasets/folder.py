@@ -63,6 +63,7 @@ from slotmpe.datasets.manifest import (
     DURATION_TOL_S,
     ManifestError,
     audio_duration,
+    read_midi,
     read_notes,
     relative_path,
     write_manifest,
@@ -167,12 +168,7 @@ def _parse_bool(value: str, where: str) -> bool:
 
 def midi_to_notes(path: Path) -> pd.DataFrame:
     """Notes ``(n, 3)`` (onset_s, offset_s, midi) of all non-drum instruments of a MIDI file."""
-    import pretty_midi
-
-    try:
-        pm = pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:
-        raise ManifestError(f"{path}: cannot read MIDI file ({exc})") from exc
+    pm = read_midi(path)
     rows = [
         (n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum for n in inst.notes
     ]

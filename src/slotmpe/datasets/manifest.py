@@ -27,15 +27,20 @@ mix per piece, at least one pitched track) and, with ``check_files``, that every
 audio durations agree with ``duration_s`` and with the piece's mix (within ``DURATION_TOL_S``), and
 that no note ends after its audio (beyond ``NOTES_END_TOL_S``). Every problem raises
 :class:`ManifestError` naming the manifest row / file and the problem.
+
+It also holds the small helpers the adapters share: :func:`read_midi`, :func:`clip_notes` and
+:func:`missing_pieces`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +48,9 @@ import soundfile as sf
 
 from slotmpe.constants import INSTRUMENT_FAMILY, NON_PITCHED_FAMILY, SPLITS
 from slotmpe.utils import atomic_path
+
+if TYPE_CHECKING:
+    import pretty_midi
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -179,6 +187,33 @@ def audio_duration(path: Path) -> float:
     if info.frames <= 0 or info.samplerate <= 0:
         raise ManifestError(f"{path}: audio is empty (0 samples)")
     return float(info.frames) / float(info.samplerate)
+
+
+# --------------------------------------------------------------------- helpers of the adapters
+def read_midi(path: Path) -> pretty_midi.PrettyMIDI:
+    """A MIDI file parsed by pretty_midi; ``ManifestError`` naming the file if it cannot be read."""
+    import pretty_midi
+
+    try:
+        return pretty_midi.PrettyMIDI(str(path))
+    except Exception as exc:  # pretty_midi/mido raise many types for corrupt files
+        raise ManifestError(f"{path}: cannot read MIDI file ({exc})") from exc
+
+
+def clip_notes(notes: pd.DataFrame, duration: float) -> pd.DataFrame:
+    """Notes cut to ``[0, duration]``; notes left empty by the cut are dropped."""
+    df = notes.copy()
+    df["onset_s"] = df["onset_s"].clip(lower=0.0)
+    df["offset_s"] = df["offset_s"].clip(upper=duration)
+    return df[df["offset_s"] > df["onset_s"]].reset_index(drop=True)
+
+
+def missing_pieces(msg: str, cfg: Mapping[str, Any], log: logging.Logger) -> None:
+    """Pieces of the split file are absent from the archive (``msg`` says which): a
+    :class:`ManifestError` unless ``cfg["allow_missing_pieces"]``, then a warning on ``log``."""
+    if not cfg.get("allow_missing_pieces", False):
+        raise ManifestError(msg + " (set allow_missing_pieces: true to build from a partial copy)")
+    log.warning(msg)
 
 
 def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) -> pd.DataFrame:

@@ -60,6 +60,8 @@ from slotmpe.constants import INSTRUMENT_FAMILY, SPLITS, family_of
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
+    clip_notes,
+    read_midi,
     relative_path,
     write_manifest,
     write_notes,
@@ -172,9 +174,8 @@ _VERSION_RE = re.compile(r"(?:[_ -]v\d+|[_ -]?\(\d+\))$", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------------------------------ names
-def normalise(name: str) -> str:
-    """Matching key of a name: umlauts transliterated (ü -> ue), accents dropped, lower-case,
-    only letters and digits kept (``"Güte_des_Geschicks_v1"`` -> ``"guetedesgeschicksv1"``)."""
+def _ascii(name: str) -> str:
+    """``name`` in ASCII: German umlauts and ß transliterated (ü -> ue), other accents dropped."""
     s = str(name)
     for a, b in (
         ("ä", "ae"),
@@ -187,7 +188,13 @@ def normalise(name: str) -> str:
     ):
         s = s.replace(a, b)
     s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode("ascii")
-    return re.sub(r"[^a-z0-9]", "", s.lower())
+    return s
+
+
+def normalise(name: str) -> str:
+    """Matching key of a name: umlauts transliterated (ü -> ue), accents dropped, lower-case,
+    only letters and digits kept (``"Güte_des_Geschicks_v1"`` -> ``"guetedesgeschicksv1"``)."""
+    return re.sub(r"[^a-z0-9]", "", _ascii(name).lower())
 
 
 def strip_version(name: str) -> str:
@@ -197,19 +204,7 @@ def strip_version(name: str) -> str:
 
 def safe_piece_id(folder_name: str) -> str:
     """Manifest ``piece_id`` of a piece folder: ASCII, ``[A-Za-z0-9._-]``, no version tag."""
-    s = strip_version(folder_name)
-    for a, b in (
-        ("ä", "ae"),
-        ("ö", "oe"),
-        ("ü", "ue"),
-        ("Ä", "Ae"),
-        ("Ö", "Oe"),
-        ("Ü", "Ue"),
-        ("ß", "ss"),
-    ):
-        s = s.replace(a, b)
-    s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode("ascii")
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_.-")
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", _ascii(strip_version(folder_name))).strip("_.-")
     return s or "piece"
 
 
@@ -321,12 +316,7 @@ def find_midi(piece: Piece, label: str, index: Mapping[str, list[Path]]) -> Path
 
 def midi_notes(path: Path) -> pd.DataFrame:
     """Notes (onset_s, offset_s, midi) of the non-drum instruments of a MIDI file (all if only drums)."""
-    import pretty_midi
-
-    try:
-        pm = pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:  # pretty_midi/mido raise many types for corrupt files
-        raise ManifestError(f"{path}: cannot read MIDI file ({exc})") from exc
+    pm = read_midi(path)
     insts = [i for i in pm.instruments if not i.is_drum] or list(pm.instruments)
     notes = [(n.start, n.end, n.pitch) for i in insts for n in i.notes if n.end > n.start]
     return pd.DataFrame(notes, columns=["onset_s", "offset_s", "midi"]).astype(
@@ -547,10 +537,7 @@ def build_mshoxxdb(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
                         f"{stem}: no MIDI file for pitched track {label!r} (looked for "
                         f"{piece.name}_{label}.mid below {raw_dir})"
                     )
-                notes = midi_notes(mid)
-                notes["onset_s"] = notes["onset_s"].clip(lower=0.0)
-                notes["offset_s"] = notes["offset_s"].clip(upper=duration)
-                notes = notes[notes["offset_s"] > notes["onset_s"]]
+                notes = clip_notes(midi_notes(mid), duration)
                 npath = notes_dir / f"{track_id}.csv"
                 write_notes(npath, notes)
                 notes_path = relative_path(out_dir, npath)

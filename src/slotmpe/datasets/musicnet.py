@@ -37,6 +37,8 @@ from slotmpe.constants import family_of
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
+    clip_notes,
+    missing_pieces,
     relative_path,
     write_manifest,
     write_notes,
@@ -174,14 +176,11 @@ def build_musicnet(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
         )
     missing = sorted(set(split) - set(recs))
     if missing:
-        msg = (
-            f"{raw_dir}: {len(missing)} recording(s) of the split are missing, e.g. {missing[:10]}"
+        missing_pieces(
+            f"{raw_dir}: {len(missing)} recording(s) of the split are missing, e.g. {missing[:10]}",
+            cfg,
+            log,
         )
-        if not cfg.get("allow_missing_pieces", False):
-            raise ManifestError(
-                msg + " (set allow_missing_pieces: true to build from a partial copy)"
-            )
-        log.warning(msg)
 
     notes_dir = out_dir / "notes"
     rows = []
@@ -199,10 +198,9 @@ def build_musicnet(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
                     f"{csv}: unknown MusicNet instrument code {code} (known: {sorted(MUSICNET_INSTRUMENTS)})"
                 )
             instrument = MUSICNET_INSTRUMENTS[int(code)]
-            notes = labels.loc[labels["instrument"] == code, ["onset_s", "offset_s", "midi"]].copy()
-            notes["onset_s"] = notes["onset_s"].clip(lower=0.0)
-            notes["offset_s"] = notes["offset_s"].clip(upper=duration)
-            notes = notes[notes["offset_s"] > notes["onset_s"]]
+            notes = clip_notes(
+                labels.loc[labels["instrument"] == code, ["onset_s", "offset_s", "midi"]], duration
+            )
             track_id = f"{piece_id}__{instrument}"
             npath = notes_dir / f"{track_id}.csv"
             write_notes(npath, notes)

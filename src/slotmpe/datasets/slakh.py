@@ -42,6 +42,7 @@ from slotmpe.constants import family_of
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
+    read_midi,
     relative_path,
     write_manifest,
     write_notes,
@@ -181,12 +182,7 @@ def _audio(folder: Path, stem: str) -> Path | None:
 
 def _midi_notes(path: Path) -> pd.DataFrame:
     """All notes of a MIDI file as ``onset_s, offset_s, midi``."""
-    import pretty_midi
-
-    try:
-        pm = pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:
-        raise ManifestError(f"{path}: cannot read MIDI file ({exc})") from exc
+    pm = read_midi(path)
     notes = [
         (n.start, n.end, n.pitch) for inst in pm.instruments for n in inst.notes if n.end > n.start
     ]

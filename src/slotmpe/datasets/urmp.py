@@ -47,6 +47,8 @@ from slotmpe.constants import URMP_CODES, family_of, hz_to_midi
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
+    clip_notes,
+    missing_pieces,
     relative_path,
     write_manifest,
     write_notes,
@@ -324,14 +326,6 @@ def read_urmp_notes(path: Path) -> pd.DataFrame:
     )
 
 
-def clip_notes(notes: pd.DataFrame, duration: float) -> pd.DataFrame:
-    """Notes cut to ``[0, duration]``; notes left empty by the cut are dropped."""
-    df = notes.copy()
-    df["onset_s"] = df["onset_s"].clip(lower=0.0)
-    df["offset_s"] = df["offset_s"].clip(upper=duration)
-    return df[df["offset_s"] > df["onset_s"]].reset_index(drop=True)
-
-
 # -------------------------------------------------------------------------------------- discovery
 def find_piece_dirs(raw_dir: Path, max_depth: int = 4) -> dict[str, Path]:
     """``{piece name: folder}`` of every URMP piece folder (with an ``AuMix_*.wav``) under ``raw_dir``."""
@@ -401,12 +395,11 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
         )
     missing = sorted(set(split_of) - set(pieces))
     if missing:
-        msg = f"{raw_dir}: {len(missing)} URMP piece(s) of the split file are missing: {missing}"
-        if not cfg.get("allow_missing_pieces", False):
-            raise ManifestError(
-                msg + " (set allow_missing_pieces: true to build from a partial copy)"
-            )
-        log.warning(msg)
+        missing_pieces(
+            f"{raw_dir}: {len(missing)} URMP piece(s) of the split file are missing: {missing}",
+            cfg,
+            log,
+        )
 
     notes_dir = out_dir / "notes"
     rows = []

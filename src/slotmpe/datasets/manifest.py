@@ -29,7 +29,7 @@ that no note ends after its audio (beyond ``NOTES_END_TOL_S``). Every problem ra
 :class:`ManifestError` naming the manifest row / file and the problem.
 
 It also holds the small helpers the adapters share: :func:`read_midi`, :func:`clip_notes` and
-:func:`missing_pieces`.
+:func:`check_split_coverage`.
 """
 
 from __future__ import annotations
@@ -208,9 +208,32 @@ def clip_notes(notes: pd.DataFrame, duration: float) -> pd.DataFrame:
     return df[df["offset_s"] > df["onset_s"]].reset_index(drop=True)
 
 
-def missing_pieces(msg: str, cfg: Mapping[str, Any], log: logging.Logger) -> None:
-    """Pieces of the split file are absent from the archive (``msg`` says which): a
-    :class:`ManifestError` unless ``cfg["allow_missing_pieces"]``, then a warning on ``log``."""
+def check_split_coverage(
+    found: Mapping[Any, Any],
+    split: Mapping[Any, Any],
+    raw_dir: Path,
+    what: str,
+    cfg: Mapping[str, Any],
+    log: logging.Logger,
+) -> None:
+    """Compare the items ``found`` in an archive with those of its ``split`` file.
+
+    ``found`` maps an item key (piece folder name, recording id) to where it was found, ``what``
+    names the items in messages ("URMP piece folder", "MusicNet recording"). An item that the split
+    file does not list raises :class:`ManifestError` naming it and its location. Items of the split
+    absent from the archive raise too, unless ``cfg["allow_missing_pieces"]`` (a partial copy);
+    then they are logged as a warning on ``log``.
+    """
+    unknown = sorted(set(found) - set(split))
+    if unknown:
+        raise ManifestError(
+            f"{raw_dir}: {what}(s) not in the split file: {unknown[:10]} "
+            f"(first at {found[unknown[0]]})"
+        )
+    missing = sorted(set(split) - set(found))
+    if not missing:
+        return
+    msg = f"{raw_dir}: {len(missing)} {what}(s) of the split file are missing, e.g. {missing[:10]}"
     if not cfg.get("allow_missing_pieces", False):
         raise ManifestError(msg + " (set allow_missing_pieces: true to build from a partial copy)")
     log.warning(msg)

@@ -37,8 +37,8 @@ from slotmpe.constants import family_of
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
+    check_split_coverage,
     clip_notes,
-    missing_pieces,
     relative_path,
     write_manifest,
     write_notes,
@@ -169,18 +169,9 @@ def build_musicnet(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
         raise ManifestError(
             f"{raw_dir}: no MusicNet recordings (*_data/{{id}}.wav + *_labels/{{id}}.csv)"
         )
-    unknown = sorted(set(recs) - set(split))
-    if unknown:
-        raise ManifestError(
-            f"{raw_dir}: MusicNet recording(s) not in the split file: {unknown[:10]} (first: {recs[unknown[0]][0]})"
-        )
-    missing = sorted(set(split) - set(recs))
-    if missing:
-        missing_pieces(
-            f"{raw_dir}: {len(missing)} recording(s) of the split are missing, e.g. {missing[:10]}",
-            cfg,
-            log,
-        )
+    check_split_coverage(
+        {rid: wav for rid, (wav, _) in recs.items()}, split, raw_dir, "MusicNet recording", cfg, log
+    )
 
     notes_dir = out_dir / "notes"
     rows = []

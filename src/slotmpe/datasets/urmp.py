@@ -47,8 +47,8 @@ from slotmpe.constants import URMP_CODES, family_of, hz_to_midi
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
+    check_split_coverage,
     clip_notes,
-    missing_pieces,
     relative_path,
     write_manifest,
     write_notes,
@@ -387,19 +387,7 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
         raise ManifestError(
             f"{raw_dir}: no URMP piece folders (NN_Title_codes with AuMix_*.wav) found"
         )
-    unknown = sorted(set(pieces) - set(split_of))
-    if unknown:
-        raise ManifestError(
-            f"{raw_dir}: URMP piece folder(s) not in the split file: {unknown} "
-            f"(first at {pieces[unknown[0]]})"
-        )
-    missing = sorted(set(split_of) - set(pieces))
-    if missing:
-        missing_pieces(
-            f"{raw_dir}: {len(missing)} URMP piece(s) of the split file are missing: {missing}",
-            cfg,
-            log,
-        )
+    check_split_coverage(pieces, split_of, raw_dir, "URMP piece folder", cfg, log)
 
     notes_dir = out_dir / "notes"
     rows = []

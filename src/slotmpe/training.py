@@ -31,12 +31,13 @@ Decisions (where the paper is silent):
   appear only when the run has finished, both atomically; ``checkpoint_last.pt`` is removed then
   unless ``keep_checkpoint`` is set.
 * **Speed (CPU, 2 threads, batch 8; ``benchmarks/bench_train.py``).** Data loading runs at
-  ~4000 windows/s in the main process, far above the step rate, so ``num_workers: 0`` is right on
-  small machines. Hungarian matching and all loss terms take ~4 ms of 3c's ~190 ms step. Measured
-  options, all off by default: ``bf16`` autocast is 2.4x faster for 1a and 1.2x for 3c on a CPU
-  with native bf16 (AVX512-BF16/AMX) with the same loss after 12 steps, but is slower on CPUs
-  without it (the paper's Ryzen); ``channels_last`` and ``compile`` gave no measurable gain
-  (compilation alone costs about a minute).
+  ~3600 windows/s in the main process, far above the step rate, so ``num_workers: 0`` is right on
+  small machines. On a 2-core AMD EPYC (AVX2, no native bf16) one full 3c step (forward, Hungarian
+  matching, every loss term, backward, AdamW) runs at ~25 windows/s and 1a at ~130-170 windows/s.
+  Measured options, all off by default: ``compile`` gave 1.3-1.4x for 3c (35 vs 25 windows/s, the
+  loss after 8 steps within 2% of fp32, compilation time not counted), worth it for long runs;
+  ``channels_last`` gave 1.0-1.2x; ``bf16`` autocast was ~9x *slower* on
+  this CPU (no AVX512-BF16/AMX), so it is only worth trying on CPUs or GPUs with native bf16.
 """
 
 from __future__ import annotations

@@ -344,3 +344,20 @@ def test_parameter_counts_differ_only_by_added_components() -> None:
     assert counts["2a"] - counts["1c"] == count_parameters(m2b.timbre_head) + 4 * 192
     assert counts["2b"] - counts["2a"] == count_parameters(m2b.film)
     assert counts["3a"] - counts["2b"] == count_parameters(m3a.poly_head)
+
+
+def test_unsupervised_polyphony_head_is_a_pure_addition() -> None:
+    """3a is 2b plus a polyphony head that feeds nothing: with one seed the shared weights and
+    every pitch/slot/timbre output are identical, so 3a vs 2b isolates the head exactly."""
+    m2b, m3a = _model("2b").eval(), _model("3a").eval()
+    shared = m2b.state_dict()
+    for k, v in m3a.state_dict().items():
+        if k.startswith("poly_head."):
+            continue
+        assert torch.equal(v, shared[k]), k
+    x = _x(1, 23)
+    with torch.no_grad():
+        o2b, o3a = m2b(x), m3a(x)
+    assert set(o3a) - set(o2b) == {"poly_logits"}
+    for k, v in o2b.items():
+        assert torch.equal(v, o3a[k]), k

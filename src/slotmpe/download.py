@@ -45,7 +45,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from slotmpe.utils import get_logger
+from slotmpe.utils import get_logger, ordinary_mode
 
 log = get_logger(__name__)
 
@@ -432,6 +432,7 @@ def extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pa
             old_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
             os.replace(dest, old_dir / "d")
             shutil.rmtree(old_dir, ignore_errors=True)
+        os.chmod(tmp, ordinary_mode(is_dir=True))
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

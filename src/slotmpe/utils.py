@@ -28,13 +28,33 @@ def configure_logging(level: int = logging.INFO) -> None:
         logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
 
 
+def _current_umask() -> int:
+    """The process umask (read by setting and restoring it; done once, at import)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def ordinary_mode(is_dir: bool) -> int:
+    """Permission bits of a file (``0o666``) or folder (``0o777``) created normally: less the umask.
+
+    Temporary files and folders (:mod:`tempfile`) are owner-only; results renamed into place from
+    them get these bits instead.
+    """
+    return (0o777 if is_dir else 0o666) & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the destination folder; rename it onto ``path`` on success.
 
     Nothing is left behind if the block raises: the temporary file is removed and an existing
     ``path`` is untouched. ``suffix`` defaults to the destination's suffix (so writers that infer
-    the format from the file name keep working).
+    the format from the file name keep working). The result gets the permissions of a file created
+    normally (``0o666`` less the umask), not the owner-only mode of :func:`tempfile.mkstemp`.
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +65,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, ordinary_mode(tmp.is_dir()))
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

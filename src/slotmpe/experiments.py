@@ -18,10 +18,18 @@ exp    task      slots  matching   timbre  FiLM  poly head  poly mix  poly slot
 
 In 1a the slot head is present (it counts towards Table I's parameters) but unused: no slot output
 enters any loss. In 3a the polyphony head is present but receives no loss.
+
+Extension experiments (``4a``, ``4b``, ...; :data:`EXTENSIONS`) are rows of the same table: each is
+built from one named ``base`` configuration by changing exactly one thing (see
+:func:`extend`), e.g. a training loss term (``overlap_loss``) or an inference-time
+post-processing step (``postprocess``, applied by :mod:`slotmpe.postprocess`). Their defaults are
+the paper's behaviour, so 1a-3c are unchanged. :data:`EXPERIMENTS` holds the paper's eight (Table
+I); :func:`get_experiment` knows every row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,7 +46,11 @@ LOSS_TERMS: tuple[str, ...] = (
     "timbre",  # cosine distance of matched slot embedding vs source embedding
     "poly_mix",  # mixture polyphony cross-entropy over 8 classes
     "poly_slot",  # slot polyphony Smooth L1 (sum over pitch of matched slot probs vs count)
+    "overlap",  # extension: pairwise overlap of slot probability maps (duplicate suppression)
 )
+
+# Inference-time post-processing steps an experiment may name (slotmpe.postprocess), in order.
+POSTPROCESS_STEPS: tuple[str, ...] = ("merge", "exclusive")
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,18 @@ class Experiment:
     poly_slot_loss: bool = False
     paper_params: int = 0
     description: str = field(default="", compare=False)
+    # extension fields (defaults = the paper's configurations)
+    base: str | None = None
+    overlap_loss: bool = False
+    postprocess: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.postprocess if s not in POSTPROCESS_STEPS]
+        if bad:
+            raise ValueError(
+                f"experiment {self.name}: unknown postprocess step(s) {bad}; "
+                f"known: {', '.join(POSTPROCESS_STEPS)}"
+            )
 
     @property
     def uses_slots(self) -> bool:
@@ -97,6 +121,66 @@ EXPERIMENTS: dict[str, Experiment] = {
     )
 }
 
+# Fields of an Experiment that only change inference (a model trained for the base serves as is).
+INFERENCE_FIELDS: frozenset[str] = frozenset({"postprocess"})
+# Fields that describe a row rather than configure it.
+_META_FIELDS: frozenset[str] = frozenset({"name", "base", "description", "paper_params"})
+
+
+def extend(base: Experiment, name: str, description: str, **change: object) -> Experiment:
+    """Extension experiment ``name``: ``base`` with exactly one field changed (``change``).
+
+    ``ValueError`` when ``change`` does not name exactly one configuration field or leaves it as it
+    was (an extension is one change on top of one named base).
+    """
+    if len(change) != 1:
+        raise ValueError(f"extension {name}: exactly one change on top of {base.name}, got {change}")
+    (key, value), = change.items()
+    if key in _META_FIELDS or key not in Experiment.__dataclass_fields__:
+        raise ValueError(f"extension {name}: {key!r} is not a configuration field of Experiment")
+    if getattr(base, key) == value:
+        raise ValueError(f"extension {name}: {key}={value!r} is what {base.name} already has")
+    return dataclasses.replace(base, name=name, base=base.name, description=description, **change)
+
+
+def _extensions() -> dict[str, Experiment]:
+    e2b = EXPERIMENTS["2b"]
+    exts = [
+        extend(e2b, "4a", "2b + exclusive cells: each (pitch, frame) keeps only its most probable "
+               "slot at inference", postprocess=("exclusive",)),
+        extend(e2b, "4b", "2b + merge duplicate slots (pitch maps and timbre coincide) at "
+               "inference", postprocess=("merge",)),
+        extend(e2b, "4c", "2b + pairwise slot-overlap loss in training", overlap_loss=True),
+    ]
+    by_name = {e.name: e for e in exts}
+    exts.append(extend(by_name["4c"], "4d", "4c + exclusive cells at inference",
+                       postprocess=("exclusive",)))
+    return {e.name: e for e in exts}
+
+
+# Extension rows (issue 18): one change each on top of a named base.
+EXTENSIONS: dict[str, Experiment] = _extensions()
+# Every row of the experiment table (the paper's eight, then the extensions).
+ALL_EXPERIMENTS: dict[str, Experiment] = {**EXPERIMENTS, **EXTENSIONS}
+
+
+def training_experiment(exp: Experiment | str) -> str:
+    """Name of the experiment whose trained model ``exp`` uses as is.
+
+    Follows ``base`` while the difference is inference-only (:data:`INFERENCE_FIELDS`): 4a (2b +
+    post-processing) -> "2b"; a row that changes training (or a paper row) -> its own name.
+    """
+    e = exp if isinstance(exp, Experiment) else get_experiment(exp)
+    while e.base is not None:
+        b = get_experiment(e.base)
+        diff = {f for f in Experiment.__dataclass_fields__
+                if f not in _META_FIELDS and getattr(e, f) != getattr(b, f)}
+        if not diff <= INFERENCE_FIELDS:
+            break
+        e = b
+    return e.name
+
+
 # Base weights per loss term, shared by every experiment that has the term ("consistent within a
 # group"). Overridable from config.yaml (train.loss_weights).
 BASE_LOSS_WEIGHTS: dict[str, float] = {
@@ -109,16 +193,17 @@ BASE_LOSS_WEIGHTS: dict[str, float] = {
     "timbre": 0.5,
     "poly_mix": 0.2,
     "poly_slot": 0.05,
+    "overlap": 1.0,
 }
 
 
 def get_experiment(name: str) -> Experiment:
     """The experiment called ``name``; ``KeyError`` listing the valid names otherwise."""
     try:
-        return EXPERIMENTS[str(name)]
+        return ALL_EXPERIMENTS[str(name)]
     except KeyError:
         raise KeyError(
-            f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}"
+            f"unknown experiment {name!r}; valid experiments: {', '.join(ALL_EXPERIMENTS)}"
         ) from None
 
 
@@ -135,6 +220,8 @@ def active_loss_terms(exp: Experiment) -> tuple[str, ...]:
         on.add("poly_mix")
     if exp.poly_slot_loss:
         on.add("poly_slot")
+    if exp.overlap_loss:
+        on.add("overlap")
     return tuple(t for t in LOSS_TERMS if t in on)
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from slotmpe.config import apply_profile, table3_rows
-from slotmpe.experiments import EXPERIMENTS, get_experiment
+from slotmpe.config import apply_profile, table3_ext_rows, table3_rows
+from slotmpe.experiments import ALL_EXPERIMENTS, get_experiment, training_experiment
 
 # Apply the profile overlay, then re-apply the command-line --config on top so it always wins.
 _resolved = apply_profile(config, workflow.config_settings.overwrite_config)
@@ -17,6 +17,7 @@ validate(config, "../schemas/config.schema.yaml")
 DATASETS = sorted(config["datasets"])
 REAL_TYPES = {"urmp", "mshoxxdb", "musicnet", "slakh"}
 TABLE3_ROWS = table3_rows(config)
+TABLE3_EXT_ROWS = table3_ext_rows(config)
 SEEDS = [int(s) for s in config["seeds"]]
 ENV = "../../envs/slotmpe.yaml"
 
@@ -28,7 +29,7 @@ if config["fig2_dataset"] not in config["datasets"]:
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    exp="|".join(EXPERIMENTS),
+    exp="|".join(ALL_EXPERIMENTS),
     seed=r"\d+",
 
 
@@ -61,5 +62,29 @@ def table3_metrics(wildcards):
     return [
         f"results/{ds}/{exp}/seed{seed}/metrics.json"
         for exp, ds in TABLE3_ROWS
+        for seed in SEEDS
+    ]
+
+
+# Experiments that train their own model, and those that reuse the model of the experiment they
+# differ from only at inference (extensions such as 4a = 2b + post-processing; see
+# slotmpe.experiments.training_experiment).
+TRAINED_EXPS = [e for e in ALL_EXPERIMENTS if training_experiment(e) == e]
+DERIVED_EXPS = [e for e in ALL_EXPERIMENTS if training_experiment(e) != e]
+
+
+def trained_model_of(wildcards):
+    """The trained model.pt an inference-only extension reuses."""
+    exp = training_experiment(wildcards.exp)
+    return f"results/{wildcards.dataset}/{exp}/seed{wildcards.seed}/model.pt"
+
+
+def table3_ext_metrics(wildcards):
+    """metrics.json of every extension row and of its base, for every seed."""
+    from slotmpe.report_ext import ext_rows_with_bases
+
+    return [
+        f"results/{ds}/{exp}/seed{seed}/metrics.json"
+        for exp, ds in ext_rows_with_bases(TABLE3_EXT_ROWS)
         for seed in SEEDS
     ]

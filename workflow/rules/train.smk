@@ -2,6 +2,8 @@
 
 
 rule train_model:
+    wildcard_constraints:
+        exp="|".join(TRAINED_EXPS),
     input:
         index="data/{dataset}/features/index.csv",
         embeddings=embeddings_for,

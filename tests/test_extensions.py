@@ -275,5 +275,5 @@ def test_postprocess_steps_are_defined_for_every_row() -> None:
 
     p = np.random.default_rng(0).random((8, 72, 10)).astype(np.float32)
     for e in ALL_EXPERIMENTS.values():
-        out, _ = PP.suppress_duplicates(p, steps=e.postprocess)
+        out, _ = PP.suppress_duplicates(p, np.linspace(0, 1, 8), steps=e.postprocess)
         assert out.shape == p.shape

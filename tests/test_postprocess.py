@@ -117,3 +117,18 @@ def test_target_duplicate_counts() -> None:
     t[2, 1, :] = True
     assert PP.target_duplicate_counts(t) == (8, 2)
     assert PP.target_duplicate_counts(t, np.array([True, False, True])) == (8, 0)
+
+
+def test_silence_inactive() -> None:
+    p = _probs()
+    act = np.array([0.9, 0.4, 0.5])
+    q = PP.silence_inactive(p, act)
+    assert not q[1].any()
+    np.testing.assert_array_equal(q[[0, 2]], p[[0, 2]])
+    out, a = PP.suppress_duplicates(p, act, steps=("active",))
+    np.testing.assert_array_equal(out, q)
+    np.testing.assert_array_equal(a, act)
+    with pytest.raises(ValueError, match="needs the slot activity"):
+        PP.suppress_duplicates(p, steps=("active",))
+    with pytest.raises(ValueError, match="activity must be"):
+        PP.silence_inactive(p, act[:2])

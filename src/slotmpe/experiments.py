@@ -25,6 +25,19 @@ built from one named ``base`` configuration by changing exactly one thing (see
 post-processing step (``postprocess``, applied by :mod:`slotmpe.postprocess`). Their defaults are
 the paper's behaviour, so 1a-3c are unchanged. :data:`EXPERIMENTS` holds the paper's eight (Table
 I); :func:`get_experiment` knows every row.
+
+=====  ====  =====================================================================
+exp    base  the one change
+=====  ====  =====================================================================
+4a     2b    post-processing ``exclusive``: each cell keeps only its most probable slot
+4b     2b    post-processing ``merge``: slots with coinciding maps and timbre merged
+4c     2b    ``overlap_loss``: pairwise slot-overlap loss term ``overlap`` in training
+4d     4c    post-processing ``exclusive`` on the 4c model
+4e     2b    post-processing ``active``: slots with activity < 0.5 silenced
+=====  ====  =====================================================================
+
+Rows that differ from their base only at inference (4a, 4b, 4d, 4e) use the trained model of
+:func:`training_experiment` (2b or 4c) as is; training them again would reproduce its weights.
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ LOSS_TERMS: tuple[str, ...] = (
 )
 
 # Inference-time post-processing steps an experiment may name (slotmpe.postprocess), in order.
-POSTPROCESS_STEPS: tuple[str, ...] = ("merge", "exclusive")
+POSTPROCESS_STEPS: tuple[str, ...] = ("active", "merge", "exclusive")
 
 
 @dataclass(frozen=True)
@@ -151,11 +164,13 @@ def _extensions() -> dict[str, Experiment]:
         extend(e2b, "4b", "2b + merge duplicate slots (pitch maps and timbre coincide) at "
                "inference", postprocess=("merge",)),
         extend(e2b, "4c", "2b + pairwise slot-overlap loss in training", overlap_loss=True),
+        extend(e2b, "4e", "2b + slots with activity < 0.5 silenced at inference (as transcribe "
+               "drops them)", postprocess=("active",)),
     ]
     by_name = {e.name: e for e in exts}
     exts.append(extend(by_name["4c"], "4d", "4c + exclusive cells at inference",
                        postprocess=("exclusive",)))
-    return {e.name: e for e in exts}
+    return {e.name: e for e in sorted(exts, key=lambda e: e.name)}
 
 
 # Extension rows (issue 18): one change each on top of a named base.

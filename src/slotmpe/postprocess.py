@@ -6,6 +6,10 @@ dict of :func:`slotmpe.inference.predict` and applies the steps an experiment na
 pitches, ``T`` frames, ``E = 128`` embedding dimensions.
 
 Steps
+    ``active`` (:func:`silence_inactive`): slots whose activity probability is below
+    ``activity_min`` (0.5) are silenced (probabilities 0), as ``slotmpe transcribe`` drops them.
+    Slot probabilities are already gated by the activity, but a slot at activity 0.4 can still pass
+    a tuned slot threshold of ~0.3.
     ``merge`` (:func:`merge_duplicate_slots`): two slots whose pitch maps coincide and whose timbre
     embeddings agree are one source claimed twice. The soft containment of slots ``j, k`` is
     ``sum_cells min(p_j, p_k) / min(sum p_j, sum p_k)`` (1 when the smaller map lies inside the
@@ -37,9 +41,10 @@ import numpy as np
 
 from slotmpe.experiments import POSTPROCESS_STEPS
 
-# Default merge criteria, fixed a priori (not tuned on any test split).
+# Default criteria, fixed a priori (not tuned on any test split).
 MERGE_OVERLAP_MIN = 0.5
 MERGE_COS_MIN = 0.5
+ACTIVITY_MIN = 0.5
 
 
 def _check_probs(slot_probs: np.ndarray) -> np.ndarray:
@@ -65,6 +70,18 @@ def exclusive_cells(slot_probs: np.ndarray) -> np.ndarray:
     win = np.argmax(p, axis=0)  # (P, T)
     keep = np.arange(p.shape[0])[:, None, None] == win[None]
     return np.where(keep, p, 0).astype(p.dtype, copy=False)
+
+
+def silence_inactive(
+    slot_probs: np.ndarray, activity: np.ndarray, activity_min: float = ACTIVITY_MIN
+) -> np.ndarray:
+    """``slot_probs`` ``(K, P, T)`` with the slots of ``activity`` ``(K,)`` ``< activity_min`` set
+    to 0 (a new array)."""
+    p = _check_probs(slot_probs)
+    a = np.asarray(activity)
+    if a.shape != (p.shape[0],):
+        raise ValueError(f"activity must be ({p.shape[0]},), got shape {a.shape}")
+    return np.where((a >= activity_min)[:, None, None], p, 0).astype(p.dtype, copy=False)
 
 
 def soft_containment(slot_probs: np.ndarray) -> np.ndarray:
@@ -153,12 +170,15 @@ def suppress_duplicates(
     steps: Sequence[str] = ("merge", "exclusive"),
     overlap_min: float = MERGE_OVERLAP_MIN,
     cos_min: float = MERGE_COS_MIN,
+    activity_min: float = ACTIVITY_MIN,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply the duplicate-suppression ``steps`` (``"merge"``, ``"exclusive"``) in order.
+    """Apply the duplicate-suppression ``steps`` (``"active"``, ``"merge"``, ``"exclusive"``) in
+    order.
 
     Args:
-        slot_probs: ``(K, P, T)``; activity: ``(K,)`` or ``None``; embeddings: ``(K, E)`` or
-        ``None``; overlap_min / cos_min: merge criteria (:func:`merge_duplicate_slots`).
+        slot_probs: ``(K, P, T)``; activity: ``(K,)`` or ``None`` (required by ``"active"``);
+        embeddings: ``(K, E)`` or ``None``; overlap_min / cos_min: merge criteria
+        (:func:`merge_duplicate_slots`); activity_min: the ``"active"`` cut.
 
     Returns:
         ``(slot_probs (K, P, T), activity (K,) | None)``, new arrays (inputs are not modified).
@@ -169,7 +189,11 @@ def suppress_duplicates(
     p = _check_probs(slot_probs).copy()
     act = None if activity is None else np.asarray(activity).copy()
     for step in steps:
-        if step == "merge":
+        if step == "active":
+            if act is None:
+                raise ValueError("post-processing step 'active' needs the slot activity")
+            p = silence_inactive(p, act, activity_min)
+        elif step == "merge":
             p, act, _ = merge_duplicate_slots(p, act, embeddings, overlap_min, cos_min)
         elif step == "exclusive":
             p = exclusive_cells(p)

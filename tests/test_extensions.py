@@ -88,9 +88,12 @@ def test_extend_rejects_anything_but_one_change() -> None:
 
 
 def test_extension_models_are_the_base_architecture() -> None:
+    """Rows without a model change build their base's model (same weights, same outputs)."""
     from slotmpe.models import build_model, count_parameters
 
     for name, e in EXTENSIONS.items():
+        if e.timbre_mask != get_experiment(e.base).timbre_mask:
+            continue
         torch.manual_seed(0)
         m = build_model(name).eval()
         torch.manual_seed(0)
@@ -277,3 +280,38 @@ def test_postprocess_steps_are_defined_for_every_row() -> None:
     for e in ALL_EXPERIMENTS.values():
         out, _ = PP.suppress_duplicates(p, np.linspace(0, 1, 8), steps=e.postprocess)
         assert out.shape == p.shape
+
+
+def test_timbre_mask_model() -> None:
+    """4f = 2b + TimbreMaskBias: 24,705 more parameters, the shared ones initialised alike, the
+    bias reaches the masks, gradients reach it, and chunked eval equals one pass."""
+    from slotmpe.models import build_model, count_parameters
+
+    torch.manual_seed(0)
+    m = build_model("4f")
+    torch.manual_seed(0)
+    b = build_model("2b")
+    assert count_parameters(m) - count_parameters(b) == 192 * 128 + 128 + 1
+    sb = b.state_dict()
+    assert all(torch.equal(v, sb[k]) for k, v in m.state_dict().items() if k in sb)
+    x = torch.randn(2, 12, 216, 23, generator=torch.Generator().manual_seed(4))
+    m.train()
+    out = m(x)
+    (out["slot_logits"].sigmoid().mean() + out["masks"][:, 0].mean()).backward()
+    for n, p in m.timbre_mask.named_parameters():
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0), n
+    m.eval()
+    with torch.no_grad():
+        ref = m(x)
+        m.timbre_mask.scale.fill_(0.0)  # scale 0: exactly 2b's masks with the same weights
+        zero = m(x)
+        b.load_state_dict({k: v for k, v in m.state_dict().items() if k in sb})
+        torch.testing.assert_close(zero["masks"], b.eval()(x)["masks"])
+        assert not torch.allclose(ref["masks"], zero["masks"])
+        m.timbre_mask.scale.fill_(2.0)
+        long_x = torch.randn(1, 12, 216, 70, generator=torch.Generator().manual_seed(5))
+        whole = m(long_x)
+        m.chunk_frames = 25
+        chunked = m(long_x)
+    for k in ("slot_logits", "masks"):
+        torch.testing.assert_close(chunked[k], whole[k], atol=1e-5, rtol=1e-4)

@@ -34,6 +34,7 @@ exp    base  the one change
 4c     2b    ``overlap_loss``: pairwise slot-overlap loss term ``overlap`` in training
 4d     4c    post-processing ``exclusive`` on the 4c model
 4e     2b    post-processing ``active``: slots with activity < 0.5 silenced
+4f     2b    ``timbre_mask``: slot timbre cosine added to the mask logits (models.extensions)
 =====  ====  =====================================================================
 
 Rows that differ from their base only at inference (4a, 4b, 4d, 4e) use the trained model of
@@ -84,6 +85,7 @@ class Experiment:
     # extension fields (defaults = the paper's configurations)
     base: str | None = None
     overlap_loss: bool = False
+    timbre_mask: bool = False
     postprocess: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -164,6 +166,8 @@ def _extensions() -> dict[str, Experiment]:
         extend(e2b, "4b", "2b + merge duplicate slots (pitch maps and timbre coincide) at "
                "inference", postprocess=("merge",)),
         extend(e2b, "4c", "2b + pairwise slot-overlap loss in training", overlap_loss=True),
+        extend(e2b, "4f", "2b + slot timbre cosine in the mask competition (timbre-coupled slot "
+               "identity)", timbre_mask=True),
         extend(e2b, "4e", "2b + slots with activity < 0.5 silenced at inference (as transcribe "
                "drops them)", postprocess=("active",)),
     ]

@@ -483,3 +483,26 @@ def ensure_dataset(
     if dscfg.get("nested_archives"):
         unpack_nested(out)
     return out
+
+
+def source_json(dscfg: Mapping[str, Any], name: str) -> str:
+    """:func:`source_record` plus the ``path`` of a ``datasets:`` entry as canonical JSON.
+
+    The workflow's download rule takes it as a parameter, so Snakemake reruns the download (and
+    everything downstream) when the url, a checksum or the path changes.
+    """
+    rec = {**source_record(dscfg, name), "path": str(dscfg["path"]) if dscfg.get("path") else None}
+    return json.dumps(rec, sort_keys=True)
+
+
+def write_ready_marker(marker: Path, folder: Path, source: str) -> Path:
+    """Write the workflow's ``{raw_root}/{dataset}.ready`` marker (atomically): the ``source``
+    (:func:`source_json`), the unpacked ``folder`` and what its unpack marker records."""
+    record = {
+        "source": json.loads(source),
+        "folder": str(folder),
+        "unpacked": read_marker(folder),
+    }
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    return marker

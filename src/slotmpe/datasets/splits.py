@@ -130,8 +130,10 @@ def fill_empty_splits(
     for split in empty:
         donors = [s for s in ("train", "val", "test") if s != split and len(works_in(s)) > 1]
         if not donors:
+            now = {s: sum(v == s for v in out.values()) for s in ("train", "val", "test")}
             raise ManifestError(
-                f"{where}: cannot fill the empty {split!r} split: too few pieces ({counts})"
+                f"{where}: cannot fill the empty {split!r} split (fill_empty_splits): too few "
+                f"pieces (per split: {now}; each split needs one)"
             )
         donor = max(donors, key=lambda s: (len(works_in(s)), s == "train"))
         moved_work = rng.choice(works_in(donor))

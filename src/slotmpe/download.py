@@ -55,7 +55,7 @@ log = get_logger(__name__)
 __all__ = [
     "MARKER_NAME", "ChecksumError", "DatasetSourceError", "DownloadError", "ExtractError",
     "archive_filename", "archive_kind", "checksum_hex", "ensure_dataset", "extract", "fetch",
-    "file_digest", "source_record", "unpack_nested",
+    "file_digest", "source_json", "source_record", "unpack_nested", "write_ready_marker",
 ]
 
 USER_AGENT = "slotmpe-downloader/0.1 (+https://github.com/; research code)"

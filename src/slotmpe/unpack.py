@@ -79,14 +79,18 @@ def _inside(root: Path, path: Path) -> bool:
     return p == r or p.startswith(r + os.sep)
 
 
-def _check_link(root: Path, member_rel: PurePosixPath, target: str, archive: Path, name: str) -> None:
+def _check_link(
+    root: Path, member_rel: PurePosixPath, target: str, archive: Path, name: str
+) -> None:
     """Refuse a symlink whose target is absolute or resolves outside ``root``."""
     t = target.replace("\\", "/")
     if t.startswith("/") or re.match(r"^[A-Za-z]:", t):
         raise ExtractError(f"{archive}: refusing symlink {name!r} -> {target!r}: absolute target")
     joined = os.path.normpath(os.path.join(str(root), str(member_rel.parent), t))
     if not _inside(root, Path(joined)):
-        raise ExtractError(f"{archive}: refusing symlink {name!r} -> {target!r}: escapes the destination")
+        raise ExtractError(
+            f"{archive}: refusing symlink {name!r} -> {target!r}: escapes the destination"
+        )
 
 
 def _extract_tar(archive: Path, root: Path) -> int:
@@ -97,7 +101,9 @@ def _extract_tar(archive: Path, root: Path) -> int:
             for m in tf:  # streaming: one forward pass, even for .tar.gz
                 rel = _safe_relpath(m.name, archive)
                 if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-                    raise ExtractError(f"{archive}: refusing member {m.name!r}: device file or FIFO")
+                    raise ExtractError(
+                        f"{archive}: refusing member {m.name!r}: device file or FIFO"
+                    )
                 if m.issym():
                     _check_link(root, rel, m.linkname, archive, m.name)
                 elif m.islnk():
@@ -126,7 +132,14 @@ def _extract_tar(archive: Path, root: Path) -> int:
                 rest += len(buf)
             if rest < tarfile.BLOCKSIZE:
                 raise ExtractError(f"{archive}: truncated tar archive (no end-of-archive marker)")
-    except (tarfile.ReadError, EOFError, OSError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
+    except (
+        tarfile.ReadError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:
         raise ExtractError(f"{archive}: corrupt or truncated tar archive ({exc})") from exc
     return n
 
@@ -147,7 +160,9 @@ def _extract_zip(archive: Path, root: Path) -> int:
                     target = zf.read(zi).decode("utf-8", "replace")
                     _check_link(root, rel, target, archive, zi.filename)
                 elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
-                    raise ExtractError(f"{archive}: refusing member {zi.filename!r}: device file or FIFO")
+                    raise ExtractError(
+                        f"{archive}: refusing member {zi.filename!r}: device file or FIFO"
+                    )
             for zi in infos:
                 zf.extract(zi, root)
             return len(infos)
@@ -245,7 +260,6 @@ def extract(
         raise
     log.info("unpacked %s (%d members) into %s", archive.name, n, dest)
     return dest
-
 
 
 def unpack_nested(root: str | os.PathLike[str]) -> list[Path]:

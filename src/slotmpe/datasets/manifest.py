@@ -279,7 +279,9 @@ def report_unused_audio(
     unused = sorted(
         p
         for p in raw_dir.rglob("*")
-        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and os.path.realpath(p) not in used_real
+        if p.suffix.lower() in AUDIO_SUFFIXES
+        and p.is_file()
+        and os.path.realpath(p) not in used_real
     )
     if not unused:
         return []
@@ -297,7 +299,12 @@ def report_unused_audio(
     more = f"; and {len(groups) - 12} more folder(s)" if len(groups) > 12 else ""
     log.warning(
         "%s: %d audio file(s) in %d folder(s) below %s are not used: %s%s",
-        what, len(unused), len(groups), raw_dir, "; ".join(shown), more,
+        what,
+        len(unused),
+        len(groups),
+        raw_dir,
+        "; ".join(shown),
+        more,
     )
     return unused
 

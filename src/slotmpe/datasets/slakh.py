@@ -37,8 +37,9 @@ accordion/harmonica -> ``organ``; string ensembles, tremolo/pizzicato strings ->
 ``trumpet``; recorder/pan flute/ocarina etc. -> ``flute``; percussive programs (112-119: bells,
 woodblock, taiko, synth drum, ...) -> ``drums`` (non-pitched).
 
-MIDI notes are read with pretty_midi (:func:`slotmpe.datasets.manifest.read_midi`); Slakh writes
-its tempo map in the first track, which pretty_midi reads correctly.
+MIDI notes are read with pretty_midi (:func:`slotmpe.datasets.manifest.read_midi`), which takes
+the tempo map from the file's first track only; moving to the shared mido-based reader
+(``slotmpe.midi``) is pending.
 """
 
 from __future__ import annotations
@@ -288,14 +289,19 @@ def _track_rows(
 def _warn_flags(flags: Mapping[str, list[str]]) -> None:
     """One warning per kind of ``audio_rendered`` disagreement (see :func:`_track_rows`)."""
     for kind, text in (
-        ("false_but_present", "say audio_rendered: false but have a stem file; used (the file "
-         "decides; BabySlakh's metadata says false for every stem)"),
+        (
+            "false_but_present",
+            "say audio_rendered: false but have a stem file; used (the file "
+            "decides; BabySlakh's metadata says false for every stem)",
+        ),
         ("true_but_missing", "have no stem file although audio_rendered is not false; skipped"),
     ):
         names = flags.get(kind, [])
         if names:
             more = f" +{len(names) - 8} more" if len(names) > 8 else ""
-            log.warning("slakh: %d source(s) %s: %s%s", len(names), text, ", ".join(names[:8]), more)
+            log.warning(
+                "slakh: %d source(s) %s: %s%s", len(names), text, ", ".join(names[:8]), more
+            )
 
 
 def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
@@ -317,7 +323,9 @@ def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
             f"{tracks[UNSPLIT][0]} (parent {tracks[UNSPLIT][0].parent.name!r}); use one layout"
         )
     log.info(
-        "slakh: found %d track folders below %s (%s)", n_split or len(tracks[UNSPLIT]), raw_dir,
+        "slakh: found %d track folders below %s (%s)",
+        n_split or len(tracks[UNSPLIT]),
+        raw_dir,
         "official split folders" if n_split else "no split folders: seeded split by track",
     )
     subset = cfg.get("subset")
@@ -358,9 +366,7 @@ def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
     split_of = fill_empty_splits(
         split_of, str(raw_dir), bool(cfg.get("fill_empty_splits", False)), seed, log
     )
-    all_rows = [
-        {**r, "split": split_of[t]} for t in sorted(rows_of) for r in rows_of[t]
-    ]
+    all_rows = [{**r, "split": split_of[t]} for t in sorted(rows_of) for r in rows_of[t]]
     used = [
         resolve_path(out_dir, r[k]) for r in all_rows for k in ("stem_path", "mix_path") if r[k]
     ]
@@ -368,7 +374,5 @@ def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
     path = out_dir / "manifest.parquet"
     write_manifest(pd.DataFrame(all_rows), path)
     counts = {s: sum(v == s for v in split_of.values()) for s in ("train", "val", "test")}
-    log.info(
-        "slakh: %d tracks %s, %d sources -> %s", len(rows_of), counts, len(all_rows), path
-    )
+    log.info("slakh: %d tracks %s, %d sources -> %s", len(rows_of), counts, len(all_rows), path)
     return path

@@ -142,6 +142,10 @@ def fill_empty_splits(
             out[p] = split
         log.warning(
             "%s: the %r split was empty; moved %s from %r to it (fill_empty_splits, seed %d)",
-            where, split, moved, donor, seed,
+            where,
+            split,
+            moved,
+            donor,
+            seed,
         )
     return out

@@ -126,7 +126,9 @@ SPLIT_SEED = 20260531
 SPLIT_SIZES: Mapping[str, int] = {"train": 30, "val": 7, "test": 7}
 MIN_LARGE_PIECES = 2  # val and test each hold at least this many pieces with 3+ instruments
 
-_PIECE_RE = re.compile(r"^(\d+)_(.+)_([a-z]+)$")  # NN_Title[_More]_code: codes parsed from the right
+_PIECE_RE = re.compile(
+    r"^(\d+)_(.+)_([a-z]+)$"
+)  # NN_Title[_More]_code: codes parsed from the right
 _SEP_RE = re.compile(r"^AuSep_(\d+)_([a-z]+)_(.+)\.wav$", re.IGNORECASE)
 _TXT_RE = re.compile(r"^(F0s|Notes)_(\d+)_([a-z]+)_(.+)\.txt$", re.IGNORECASE)
 

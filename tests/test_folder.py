@@ -101,7 +101,9 @@ def test_folder_builds_valid_manifest(tmp_path: Path) -> None:
     np.testing.assert_allclose(flute["offset_s"], [b for _, b, _ in FLUTE_NOTES], atol=1e-3)
     # originals are referenced in place; the missing mix is the sum of the (mono) stems
     a = df[df["piece_id"] == "song_a"]
-    assert all(Path(p).is_absolute() and str(src) in p for p in a["stem_path"])
+    assert sorted(resolve_path(out, p).resolve() for p in a["stem_path"]) == sorted(
+        (src / "song_a" / "stems").resolve().glob("*.wav")
+    )
     mix, sr = sf.read(resolve_path(out, a["mix_path"].iloc[0]), dtype="float32")
     assert sr == SR and mix.ndim == 1
     stems = [load_audio(resolve_path(out, p), sr=None)[0] for p in a["stem_path"]]
@@ -149,17 +151,30 @@ def _no_stems(root: Path) -> None:
 
 BadCase = tuple[Callable[[Path], None], type[Exception], str]
 BAD_INPUT: dict[str, BadCase] = {
-    "unknown instrument name": (
-        lambda r: _stereo(r / "song_a" / "stems" / "kazoo.wav", 60),
-        ManifestError,
-        r"kazoo\.wav.*unknown instrument 'kazoo'",
-    ),
-    "unknown instrument in metadata": (
+    "unknown family in metadata": (
         lambda r: (r / "metadata.csv").write_text(
-            "track,instrument\nlead,theremin\npad,synth_pad\n"
+            "track,instrument,family\nlead,theremin,electronics\npad,synth_pad,\n"
         ),
         ManifestError,
-        r"metadata\.csv \(track 'lead'\): unknown instrument 'theremin'",
+        r"metadata\.csv \(track 'lead'\): family 'electronics' is not one of brass, keyboards",
+    ),
+    "pitched percussion": (
+        lambda r: (r / "metadata.csv").write_text(
+            "track,instrument,family,pitched\nlead,timpani,drums,true\npad,synth_pad,,\n"
+        ),
+        ManifestError,
+        r"\(track 'lead'\): instrument 'timpani' of family 'percussion' cannot be pitched",
+    ),
+    "unreadable stem format": (
+        lambda r: (r / "song_a" / "stems" / "oboe.m4a").write_bytes(b"\0\0\0 ftypM4A "),
+        ManifestError,
+        r"stems/oboe\.m4a: stem audio \(its notes would be missing from every target\) in a "
+        r"format soundfile .* cannot read",
+    ),
+    "two stems of one name": (
+        lambda r: _stereo(r / "song_a" / "stems" / "flute.flac", 72),
+        ManifestError,
+        r"flute\.(wav|flac): two stems named 'flute' \(flute\.(wav|flac) and flute\.(wav|flac)\)",
     ),
     "family contradicts instrument": (
         lambda r: (r / "metadata.csv").write_text(

@@ -6,11 +6,12 @@ Schema (``MANIFEST_COLUMNS``), one row per track:
 column          dtype   meaning
 ==============  ======  ======================================================================
 dataset         str     dataset name (same for all rows)
-piece_id        str     unique within the dataset, safe as a file name (``[A-Za-z0-9._-]+``)
+piece_id        str     unique within the dataset, safe as a file name (:func:`.ids.is_safe_id`)
 split           str     "train" | "val" | "test" (one split per piece)
 track_id        str     unique within the dataset
-instrument      str     canonical name, a key of ``constants.INSTRUMENT_FAMILY``
-family          str     ``constants.family_of(instrument)`` ("percussion" for drums)
+instrument      str     a key of ``constants.INSTRUMENT_FAMILY``, or (``folder`` data) any name
+family          str     ``constants.family_of(instrument)`` for built-in instruments, else one of
+                        ``constants.MANIFEST_FAMILIES`` ("percussion" for drums, "unknown")
 pitched         bool    False for non-pitched tracks (drums): never in pitch targets
 stem_path       str     isolated stem audio, "" where the dataset has no stems (MusicNet)
 mix_path        str     mixture audio, the same for every row of a piece
@@ -37,7 +38,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from slotmpe.constants import INSTRUMENT_FAMILY, NON_PITCHED_FAMILY, SPLITS
+from slotmpe.constants import NON_PITCHED_FAMILY, SPLITS, family_problem
+from slotmpe.datasets.ids import is_safe_id
 from slotmpe.utils import atomic_path
 
 if TYPE_CHECKING:
@@ -69,7 +70,6 @@ NOTES_COLUMNS: tuple[str, ...] = ("onset_s", "offset_s", "midi")
 
 _STR_COLUMNS = ("dataset", "piece_id", "split", "track_id", "instrument", "family")
 _PATH_COLUMNS = ("stem_path", "mix_path", "notes_path")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 DURATION_TOL_S = 0.1
 """Largest allowed disagreement (s) between ``duration_s``, the stem files and the mix of a piece."""
@@ -285,24 +285,16 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
         raise ManifestError(f"manifest mixes several datasets: {sorted(datasets)}")
     for i, r in out.iterrows():
         i = int(i)
-        if not _SAFE_ID.match(r["piece_id"]):
+        if not is_safe_id(r["piece_id"]):
             raise ManifestError(
                 f"{where(i)}: piece_id {r['piece_id']!r} is not safe as a file name"
             )
         if r["split"] not in SPLITS:
             raise ManifestError(f"{where(i)}: split {r['split']!r} is not one of {list(SPLITS)}")
-        if r["instrument"] not in INSTRUMENT_FAMILY:
-            raise ManifestError(
-                f"{where(i)}: unknown instrument {r['instrument']!r}; known instruments: "
-                f"{', '.join(sorted(INSTRUMENT_FAMILY))}"
-            )
-        fam = INSTRUMENT_FAMILY[r["instrument"]]
-        if r["family"] != fam:
-            raise ManifestError(
-                f"{where(i)}: family {r['family']!r} does not match instrument {r['instrument']!r} "
-                f"(expected {fam!r})"
-            )
-        if r["pitched"] and fam == NON_PITCHED_FAMILY:
+        problem = family_problem(r["instrument"], r["family"])
+        if problem:
+            raise ManifestError(f"{where(i)}: {problem}")
+        if r["pitched"] and r["family"] == NON_PITCHED_FAMILY:
             raise ManifestError(f"{where(i)}: instrument {r['instrument']!r} cannot be pitched")
         if r["pitched"] and r["notes_path"] == "":
             raise ManifestError(f"{where(i)}: pitched track has no notes_path")
@@ -316,7 +308,9 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
 
     dup = out["track_id"][out["track_id"].duplicated()]
     if len(dup):
-        raise ManifestError(f"manifest: duplicate track_id {dup.iloc[0]!r}")
+        rows = out[out["track_id"] == dup.iloc[0]]
+        files = [r.stem_path or r.notes_path or r.mix_path for r in rows.itertuples()]
+        raise ManifestError(f"manifest: duplicate track_id {dup.iloc[0]!r} (rows for {files})")
     for piece, g in out.groupby("piece_id", sort=False):
         if g["split"].nunique() != 1:
             raise ManifestError(

@@ -6,11 +6,12 @@ Schema (``MANIFEST_COLUMNS``), one row per track:
 column          dtype   meaning
 ==============  ======  ======================================================================
 dataset         str     dataset name (same for all rows)
-piece_id        str     unique within the dataset, safe as a file name (``[A-Za-z0-9._-]+``)
+piece_id        str     unique within the dataset, safe as a file name (:func:`.ids.is_safe_id`)
 split           str     "train" | "val" | "test" (one split per piece)
 track_id        str     unique within the dataset
-instrument      str     canonical name, a key of ``constants.INSTRUMENT_FAMILY``
-family          str     ``constants.family_of(instrument)`` ("percussion" for drums)
+instrument      str     a key of ``constants.INSTRUMENT_FAMILY``, or (``folder`` data) any name
+family          str     ``constants.family_of(instrument)`` for built-in instruments, else one of
+                        ``constants.MANIFEST_FAMILIES`` ("percussion" for drums, "unknown")
 pitched         bool    False for non-pitched tracks (drums): never in pitch targets
 stem_path       str     isolated stem audio, "" where the dataset has no stems (MusicNet)
 mix_path        str     mixture audio, the same for every row of a piece
@@ -30,7 +31,7 @@ audio durations agree with ``duration_s`` and with the piece's mix (within ``DUR
 that no note ends after its audio (beyond ``NOTES_END_TOL_S``). Every problem raises
 :class:`ManifestError` naming the manifest row / file and the problem.
 
-It also holds the small helpers the adapters share: :func:`read_midi`, :func:`clip_notes`,
+It also holds the small helpers the adapters share: :func:`midi_notes`, :func:`clip_notes`,
 :func:`check_split_coverage` and :func:`report_unused_audio`.
 """
 
@@ -42,17 +43,15 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from slotmpe.constants import INSTRUMENT_FAMILY, NON_PITCHED_FAMILY, SPLITS
+from slotmpe.constants import NON_PITCHED_FAMILY, SPLITS, family_problem
+from slotmpe.datasets.ids import is_safe_id
 from slotmpe.utils import atomic_path
-
-if TYPE_CHECKING:
-    import pretty_midi
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -71,7 +70,6 @@ NOTES_COLUMNS: tuple[str, ...] = ("onset_s", "offset_s", "midi")
 
 _STR_COLUMNS = ("dataset", "piece_id", "split", "track_id", "instrument", "family")
 _PATH_COLUMNS = ("stem_path", "mix_path", "notes_path")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 DURATION_TOL_S = 0.1
 """Largest allowed disagreement (s) between ``duration_s``, the stem files and the mix of a piece."""
@@ -83,10 +81,17 @@ class ManifestError(ValueError):
     """A manifest or notes file is malformed or inconsistent; the message names the file and problem."""
 
 
-AUDIO_SUFFIXES: frozenset[str] = frozenset(
-    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".m4a", ".wma"}
-)
-"""File suffixes :func:`report_unused_audio` counts as audio."""
+VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".webm"})
+"""Video containers (URMP ships ``Vid_*.mp4``): not counted as audio by :func:`report_unused_audio`."""
+
+
+def _audio_suffixes() -> frozenset[str]:
+    """Extensions :func:`report_unused_audio` counts as audio: every audio format slotmpe knows
+    (:mod:`slotmpe.audio`, readable on this install or not) except video containers."""
+    from slotmpe.audio import readable_audio_extensions, unreadable_audio_extensions
+
+    known = set(readable_audio_extensions()) | set(unreadable_audio_extensions())
+    return frozenset(known - VIDEO_SUFFIXES)
 
 
 def path_problem(p: str) -> str | None:
@@ -211,14 +216,24 @@ def audio_duration(path: Path) -> float:
 
 
 # --------------------------------------------------------------------- helpers of the adapters
-def read_midi(path: Path) -> pretty_midi.PrettyMIDI:
-    """A MIDI file parsed by pretty_midi; ``ManifestError`` naming the file if it cannot be read."""
-    import pretty_midi
+def midi_notes(path: Path) -> pd.DataFrame:
+    """Notes ``(n, 3)`` (``onset_s, offset_s, midi``) of the non-drum notes of a MIDI file (all
+    notes if it has only drum notes), read with :func:`slotmpe.midi.read_midi_notes` (tempo from
+    every track, notes paired first-in first-out); :class:`ManifestError` naming the file if it
+    cannot be read."""
+    from slotmpe.midi import MidiError, read_midi_notes
 
     try:
-        return pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:  # pretty_midi/mido raise many types for corrupt files
-        raise ManifestError(f"{path}: cannot read MIDI file ({exc})") from exc
+        notes = read_midi_notes(path)
+    except MidiError as exc:
+        raise ManifestError(str(exc)) from exc
+    pitched = notes[~notes["is_drum"]]
+    keep = pitched if len(pitched) else notes
+    return (
+        keep[["onset_s", "offset_s", "midi"]]
+        .reset_index(drop=True)
+        .astype({"onset_s": np.float64, "offset_s": np.float64, "midi": np.int64})
+    )
 
 
 def clip_notes(notes: pd.DataFrame, duration: float) -> pd.DataFrame:
@@ -276,12 +291,11 @@ def report_unused_audio(
     """
     raw_dir = Path(raw_dir)
     used_real = {os.path.realpath(p) for p in used}
+    suffixes = _audio_suffixes()
     unused = sorted(
         p
         for p in raw_dir.rglob("*")
-        if p.suffix.lower() in AUDIO_SUFFIXES
-        and p.is_file()
-        and os.path.realpath(p) not in used_real
+        if p.suffix.lower() in suffixes and p.is_file() and os.path.realpath(p) not in used_real
     )
     if not unused:
         return []
@@ -359,24 +373,16 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
         raise ManifestError(f"manifest mixes several datasets: {sorted(datasets)}")
     for i, r in out.iterrows():
         i = int(i)
-        if not _SAFE_ID.match(r["piece_id"]):
+        if not is_safe_id(r["piece_id"]):
             raise ManifestError(
                 f"{where(i)}: piece_id {r['piece_id']!r} is not safe as a file name"
             )
         if r["split"] not in SPLITS:
             raise ManifestError(f"{where(i)}: split {r['split']!r} is not one of {list(SPLITS)}")
-        if r["instrument"] not in INSTRUMENT_FAMILY:
-            raise ManifestError(
-                f"{where(i)}: unknown instrument {r['instrument']!r}; known instruments: "
-                f"{', '.join(sorted(INSTRUMENT_FAMILY))}"
-            )
-        fam = INSTRUMENT_FAMILY[r["instrument"]]
-        if r["family"] != fam:
-            raise ManifestError(
-                f"{where(i)}: family {r['family']!r} does not match instrument {r['instrument']!r} "
-                f"(expected {fam!r})"
-            )
-        if r["pitched"] and fam == NON_PITCHED_FAMILY:
+        problem = family_problem(r["instrument"], r["family"])
+        if problem:
+            raise ManifestError(f"{where(i)}: {problem}")
+        if r["pitched"] and r["family"] == NON_PITCHED_FAMILY:
             raise ManifestError(f"{where(i)}: instrument {r['instrument']!r} cannot be pitched")
         if r["pitched"] and r["notes_path"] == "":
             raise ManifestError(f"{where(i)}: pitched track has no notes_path")
@@ -390,7 +396,9 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
 
     dup = out["track_id"][out["track_id"].duplicated()]
     if len(dup):
-        raise ManifestError(f"manifest: duplicate track_id {dup.iloc[0]!r}")
+        rows = out[out["track_id"] == dup.iloc[0]]
+        files = [r.stem_path or r.notes_path or r.mix_path for r in rows.itertuples()]
+        raise ManifestError(f"manifest: duplicate track_id {dup.iloc[0]!r} (rows for {files})")
     for piece, g in out.groupby("piece_id", sort=False):
         if g["split"].nunique() != 1:
             raise ManifestError(

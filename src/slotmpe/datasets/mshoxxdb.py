@@ -54,7 +54,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from slotmpe.constants import INSTRUMENT_FAMILY, SPLITS, family_of
@@ -62,7 +61,7 @@ from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
     clip_notes,
-    read_midi,
+    midi_notes,
     relative_path,
     report_unused_audio,
     write_manifest,
@@ -315,16 +314,6 @@ def find_midi(piece: Piece, label: str, index: Mapping[str, list[Path]]) -> Path
             return inside[0]
         raise ManifestError(f"{piece.folder}: several MIDI files for track {label!r}: {cands}")
     return cands[0] if cands else None
-
-
-def midi_notes(path: Path) -> pd.DataFrame:
-    """Notes (onset_s, offset_s, midi) of the non-drum instruments of a MIDI file (all if only drums)."""
-    pm = read_midi(path)
-    insts = [i for i in pm.instruments if not i.is_drum] or list(pm.instruments)
-    notes = [(n.start, n.end, n.pitch) for i in insts for n in i.notes if n.end > n.start]
-    return pd.DataFrame(notes, columns=["onset_s", "offset_s", "midi"]).astype(
-        {"onset_s": np.float64, "offset_s": np.float64, "midi": np.int64}
-    )
 
 
 # ------------------------------------------------------------------------------------------ split

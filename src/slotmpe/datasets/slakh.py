@@ -37,9 +37,8 @@ accordion/harmonica -> ``organ``; string ensembles, tremolo/pizzicato strings ->
 ``trumpet``; recorder/pan flute/ocarina etc. -> ``flute``; percussive programs (112-119: bells,
 woodblock, taiko, synth drum, ...) -> ``drums`` (non-pitched).
 
-MIDI notes are read with pretty_midi (:func:`slotmpe.datasets.manifest.read_midi`), which takes
-the tempo map from the file's first track only; moving to the shared mido-based reader
-(``slotmpe.midi``) is pending.
+MIDI notes are read with :func:`slotmpe.datasets.manifest.midi_notes` (mido, via
+:func:`slotmpe.midi.read_midi_notes`: the tempo map merged from every track).
 """
 
 from __future__ import annotations
@@ -49,7 +48,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -57,7 +55,7 @@ from slotmpe.constants import family_of
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
-    read_midi,
+    midi_notes,
     relative_path,
     report_unused_audio,
     resolve_path,
@@ -202,17 +200,6 @@ def _audio(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _midi_notes(path: Path) -> pd.DataFrame:
-    """All notes of a MIDI file as ``onset_s, offset_s, midi``."""
-    pm = read_midi(path)
-    notes = [
-        (n.start, n.end, n.pitch) for inst in pm.instruments for n in inst.notes if n.end > n.start
-    ]
-    return pd.DataFrame(notes, columns=["onset_s", "offset_s", "midi"]).astype(
-        {"onset_s": np.float64, "offset_s": np.float64, "midi": np.int64}
-    )
-
-
 def _track_rows(
     track: Path,
     split: str,
@@ -259,7 +246,7 @@ def _track_rows(
             mid = midi_dir / f"{sid}.mid"
             if not mid.is_file():
                 raise ManifestError(f"{where}: MIDI file {mid} missing for a pitched source")
-            notes = _midi_notes(mid)
+            notes = midi_notes(mid)
             notes["offset_s"] = notes["offset_s"].clip(upper=duration)
             notes = notes[notes["offset_s"] > notes["onset_s"]]
             npath = out_dir / "notes" / f"{track_id}.csv"

@@ -358,6 +358,14 @@ def test_ensure_dataset_never_reuses_data_from_another_source(tmp_path: Path) ->
         # a changed md5 with the archive gone downloads again and unpacks the new archive
         out = ensure_dataset({"type": "toy", "url": url_a, "md5": md5_of(a)}, raw, **FAST)
         assert (out / "Dataset" / "v.txt").read_bytes() == b"A" and not (out / "sentinel").exists()
+        # a marker from before source records: the same archive, verified, is adopted as it is
+        legacy = {k: v for k, v in json.loads((out / MARKER_NAME).read_text()).items()
+                  if k in ("archive", "size", "members")}
+        (out / MARKER_NAME).write_text(json.dumps(legacy))
+        (out / "sentinel").write_text("kept")
+        out = ensure_dataset({"type": "toy", "url": url_a, "md5": md5_of(a)}, raw, **FAST)
+        assert (out / "sentinel").is_file()
+        assert json.loads((out / MARKER_NAME).read_text())["url"] == url_a
         # `path:` to a folder slotmpe unpacked from another source: a clear error, no download
         n = len(srv.requests)
         with pytest.raises(DatasetSourceError, match=r"path.*unpacked from another source.*md5"):

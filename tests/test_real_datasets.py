@@ -418,6 +418,21 @@ def test_urmp_titles_with_underscores_and_unused_audio_are_named(
         download_and_build(tmp_path / "s", "slakh", "slakh.tar.gz", make_tar_gz(members), build_slakh, {})
     assert "found 3 track folders" in caplog.text
     assert "S09.flac" in " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    # MusicNet: a recording file not named by its id
+    raw = tmp_path / "mn"
+    names = {"train": "1727_A", "val": "1728_B", "test": "1729_C"}
+    for split, name in names.items():
+        folder = "test" if split == "test" else "train"
+        (raw / f"{folder}_data").mkdir(parents=True, exist_ok=True)
+        (raw / f"{folder}_labels").mkdir(parents=True, exist_ok=True)
+        sf.write(raw / f"{folder}_data" / f"{name[:4]}.wav", tone(60, 0.5, 44100), 44100)
+        (raw / f"{folder}_labels" / f"{name[:4]}.csv").write_bytes(_musicnet_labels([(0, 1000, 1, 60)]))
+    sf.write(raw / "train_data" / "1727_alternate_take.wav", tone(60, 0.5, 44100), 44100)
+    (tmp_path / "mn_split.json").write_text(json.dumps({k: [v] for k, v in names.items()}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="slotmpe"):
+        build_musicnet(raw, tmp_path / "mn_out", {"split_file": str(tmp_path / "mn_split.json")})
+    assert "found 3 recordings" in caplog.text and "1727_alternate_take.wav" in caplog.text
 
 
 def _quick_check_override() -> dict:

@@ -407,8 +407,8 @@ def ensure_dataset(
     md5 and sha256 (:func:`source_record`) and, where the archive is still there, its size.
     Otherwise the archive is fetched again (kept only if it verifies against the configured
     checksums, or, without checksums, if it came from the same url) and unpacked again. Only
-    pinning a checksum on a folder that had none (the archive still there and verifying) updates
-    the marker without unpacking. With ``path``, a folder slotmpe unpacked must record the
+    pinning a checksum on a folder that had none, or a folder whose marker predates source
+    records (the same archive still there and verifying), updates the marker without unpacking. With ``path``, a folder slotmpe unpacked must record the
     configured url/checksums (:class:`DatasetSourceError` otherwise); other folders are used as
     they are. Without a checksum, a download that does not unpack is deleted (it may be truncated).
     Raises :class:`DatasetSourceError` if there is neither an existing ``path`` nor a ``url``.
@@ -463,10 +463,11 @@ def ensure_dataset(
         tmp.write_text(json.dumps({"url": url, "size": archive.stat().st_size}, indent=1))
     if (
         old is not None and expected and not old.get("md5") and not old.get("sha256")
-        and old.get("url") == url and old.get("archive") == archive.name
+        and old.get("url", url) == url and old.get("archive") == archive.name
         and old.get("size") == archive.stat().st_size
     ):
-        # a checksum was pinned on a folder unpacked without one, and the archive verified
+        # a checksum was pinned on a folder unpacked without one (or by a slotmpe that recorded
+        # no source), and the very archive it was unpacked from (name, size) verified
         with atomic_path(dest / MARKER_NAME) as tmp:
             tmp.write_text(json.dumps({**old, **want}, indent=1))
         log.info("dataset %s: checksum pinned; the verified archive's unpacked data are kept", name)

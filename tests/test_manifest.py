@@ -86,7 +86,9 @@ def test_valid_manifest_roundtrip(tiny: tuple[pd.DataFrame, Path]) -> None:
 
 def test_resolve_path(tmp_path: Path) -> None:
     assert resolve_path(tmp_path, "a/b.wav") == tmp_path / "a" / "b.wav"
-    assert resolve_path(tmp_path, "/abs/x.wav") == Path("/abs/x.wav")
+    assert resolve_path(tmp_path / "m", "../raw/x.wav") == tmp_path / "m" / ".." / "raw" / "x.wav"
+    with pytest.raises(ManifestError, match="absolute"):
+        resolve_path(tmp_path, "/abs/x.wav")
 
 
 def _set(df: pd.DataFrame, row: int, **kw: object) -> pd.DataFrame:

@@ -84,12 +84,12 @@ from slotmpe.timbre.stems import (
     stem_window,
     windows_to_hcqt,
 )
-from slotmpe.timbre.training import train_encoder
+from slotmpe.timbre.training import train_encoder, train_step
 
 __all__ = [
     "EMBEDDING_COLUMNS", "EMBEDDING_ID_COLUMNS", "PAPER_TOP1", "PAPER_TOP5", "RetrievalSet", "Stem",
     "TimbreConfig", "active_starts", "apply_gain_db", "build_retrieval_set", "embed_windows",
     "energy_activity", "evaluate_retrieval", "export_embeddings", "frame_activity", "load_embeddings",
     "load_stems", "multiview_timbre_loss", "pick_starts", "plot_umap", "read_embeddings", "read_index",
-    "retrieval_accuracy", "silence_level", "stem_window", "train_encoder", "windows_to_hcqt",
+    "retrieval_accuracy", "silence_level", "stem_window", "train_encoder", "train_step", "windows_to_hcqt",
 ]

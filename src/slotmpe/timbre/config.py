@@ -48,6 +48,7 @@ class TimbreConfig:
     threads: int | None = None  # torch intra-op threads (None: leave as is)
     progress: bool = True  # tqdm progress bars
     model: dict[str, Any] = field(default_factory=dict)  # TimbreEncoder kwargs overrides
+    channels_last: bool = True  # channels-last convolutions in training (same result, faster)
 
     def __post_init__(self) -> None:
         if self.views < 2:

@@ -28,6 +28,7 @@ from slotmpe.timbre.stems import (
     stem_window,
     windows_to_hcqt,
 )
+from slotmpe.training import make_optimizer
 from slotmpe.utils import atomic_path, get_logger, resolve_device, seed_everything, set_threads
 
 log = get_logger(__name__)
@@ -60,6 +61,39 @@ def _train_batch(
         for i in idx
     ]
     return torch.from_numpy(np.stack(batch))
+
+
+def train_step(
+    model: TimbreEncoder,
+    views: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    cfg: TimbreConfig,
+    silence: float,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step of the encoder on ``views`` ``(B, V, N_WIDE, W)`` wide log-CQT windows
+    (augmentation, fast-HCQT, encoder + projection, :func:`multiview_timbre_loss`, backward, step).
+
+    Returns the loss terms (scalar tensors, ``total`` included). The learning-rate schedule is the
+    caller's.
+    """
+    device = next(model.parameters()).device
+    b, v = views.shape[:2]
+    flat = _augment(views.reshape(b * v, *views.shape[2:]).to(device), cfg, silence, gen)
+    x = windows_to_hcqt(flat)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    emb = model(x)
+    proj = model.project(emb)
+    terms = multiview_timbre_loss(
+        emb.view(b, v, -1), proj.view(b, v, -1), None, cfg.temperature,
+        cfg.w_contrastive, cfg.w_consistency, cfg.w_variance, cfg.w_covariance,
+        cfg.variance_target,
+    )
+    opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    opt.step()
+    return terms
 
 
 def _json_default(o: Any) -> Any:
@@ -134,7 +168,9 @@ def train_encoder(feature_dir: Path, out_dir: Path, cfg: TimbreConfig) -> Path:
     model = TimbreEncoder(**cfg.model).to(device)
     params = count_trainable(model)
     params_proj = count_trainable(model.projector)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     batch = min(cfg.batch_size, len(train))
     items = cfg.items_per_epoch or len(train)
     steps_per_epoch = max(1, math.ceil(items / batch))
@@ -160,19 +196,7 @@ def train_encoder(feature_dir: Path, out_dir: Path, cfg: TimbreConfig) -> Path:
         for _ in bar:
             idx = rng.choice(len(train), size=batch, replace=False)
             views = _train_batch(train, idx, rng, cfg)  # (B, V, F, W)
-            b, v = views.shape[:2]
-            flat = _augment(views.reshape(b * v, *views.shape[2:]).to(device), cfg, silence, gen)
-            x = windows_to_hcqt(flat)
-            emb = model(x)
-            proj = model.project(emb)
-            terms = multiview_timbre_loss(
-                emb.view(b, v, -1), proj.view(b, v, -1), None, cfg.temperature,
-                cfg.w_contrastive, cfg.w_consistency, cfg.w_variance, cfg.w_covariance,
-                cfg.variance_target,
-            )
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
+            terms = train_step(model, views, opt, cfg, silence, gen)
             sched.step()
             for k, t in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(t.detach())
@@ -202,7 +226,7 @@ def train_encoder(feature_dir: Path, out_dir: Path, cfg: TimbreConfig) -> Path:
 
     assert best_state is not None
     model.load_state_dict(best_state)
-    model.cpu().eval()
+    model = model.cpu().eval().to(memory_format=torch.contiguous_format)
     metrics: dict[str, Any] = {
         "top1": best_metrics.get("top1"),
         "top5": best_metrics.get("top5"),

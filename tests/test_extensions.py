@@ -315,3 +315,13 @@ def test_timbre_mask_model() -> None:
         chunked = m(long_x)
     for k in ("slot_logits", "masks"):
         torch.testing.assert_close(chunked[k], whole[k], atol=1e-5, rtol=1e-4)
+
+
+def test_windowed_inference_frames() -> None:
+    from slotmpe.inference import inference_frames
+
+    e4g, e2b = get_experiment("4g"), get_experiment("2b")
+    assert training_experiment(e4g) == "2b" and e4g.infer_frames == 64
+    assert inference_frames(e2b, 20000) == 20000 and inference_frames(e2b, None) is None
+    assert inference_frames(e4g, 20000) == 64 and inference_frames(e4g, None) == 64
+    assert inference_frames(e4g, 40) == 40

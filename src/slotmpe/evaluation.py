@@ -35,7 +35,7 @@ import torch
 from slotmpe import metrics as M
 from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
-from slotmpe.inference import DEFAULT_MAX_FRAMES, predict
+from slotmpe.inference import DEFAULT_MAX_FRAMES, inference_frames, predict
 from slotmpe.postprocess import DuplicateCounter, postprocess_prediction, target_duplicate_counts
 from slotmpe.utils import atomic_path, get_logger, resolve_device
 
@@ -164,7 +164,8 @@ def collect(
     res = SplitResults()
     for i in range(len(dataset)):
         item = dataset[i]
-        pred = predict(model, item["x"], device=device, max_frames=max_frames)
+        pred = predict(model, item["x"], device=device,
+                       max_frames=inference_frames(exp, max_frames))
         pred = postprocess_prediction(pred, exp.postprocess)
         mix_t = _np(item["mix"]) > 0.5  # (72, T)
         res.mix.add(mix_t, pred["mix"])

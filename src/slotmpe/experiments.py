@@ -35,9 +35,10 @@ exp    base  the one change
 4d     4c    post-processing ``exclusive`` on the 4c model
 4e     2b    post-processing ``active``: slots with activity < 0.5 silenced
 4f     2b    ``timbre_mask``: slot timbre cosine added to the mask logits (models.extensions)
+4g     2b    ``infer_frames`` = 64: inference in overlapping 64-frame chunks (slot order aligned)
 =====  ====  =====================================================================
 
-Rows that differ from their base only at inference (4a, 4b, 4d, 4e) use the trained model of
+Rows that differ from their base only at inference (4a, 4b, 4d, 4e, 4g) use the trained model of
 :func:`training_experiment` (2b or 4c) as is; training them again would reproduce its weights.
 """
 
@@ -86,6 +87,7 @@ class Experiment:
     base: str | None = None
     overlap_loss: bool = False
     timbre_mask: bool = False
+    infer_frames: int | None = None
     postprocess: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -137,7 +139,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 # Fields of an Experiment that only change inference (a model trained for the base serves as is).
-INFERENCE_FIELDS: frozenset[str] = frozenset({"postprocess"})
+INFERENCE_FIELDS: frozenset[str] = frozenset({"postprocess", "infer_frames"})
 # Fields that describe a row rather than configure it.
 _META_FIELDS: frozenset[str] = frozenset({"name", "base", "description", "paper_params"})
 
@@ -168,6 +170,9 @@ def _extensions() -> dict[str, Experiment]:
         extend(e2b, "4c", "2b + pairwise slot-overlap loss in training", overlap_loss=True),
         extend(e2b, "4f", "2b + slot timbre cosine in the mask competition (timbre-coupled slot "
                "identity)", timbre_mask=True),
+        extend(e2b, "4g", "2b + windowed inference: 64-frame chunks (training windows are 23) "
+               "with slot order aligned between chunks, instead of one pass over the whole file",
+               infer_frames=64),
         extend(e2b, "4e", "2b + slots with activity < 0.5 silenced at inference (as transcribe "
                "drops them)", postprocess=("active",)),
     ]

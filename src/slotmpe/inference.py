@@ -33,6 +33,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from slotmpe.experiments import Experiment
 from slotmpe.utils import resolve_device
 
 # Whole-file inference up to 20000 frames (640 s at 31.25 frames/s, config ``eval.max_frames``);
@@ -74,6 +75,14 @@ def _align(prev: dict[str, np.ndarray], cur: dict[str, np.ndarray], ov_prev: sli
     perm = np.empty_like(cols)
     perm[rows] = cols
     return perm
+
+
+def inference_frames(exp: Experiment, max_frames: int | None) -> int | None:
+    """Chunk length for experiment ``exp``: its ``infer_frames`` (extension 4g, windowed
+    inference) when set and shorter than ``max_frames``, else ``max_frames``."""
+    if exp.infer_frames is None:
+        return max_frames
+    return exp.infer_frames if max_frames is None else min(exp.infer_frames, max_frames)
 
 
 def chunk_bounds(n_frames: int, max_frames: int) -> list[tuple[int, int]]:

@@ -186,13 +186,16 @@ def evaluate_model(
     embeddings_path: Path | None,
     max_frames: int | None,
     threads: int,
+    per_file_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model on the test files with the tuned thresholds."""
+    """Evaluate a trained model on the test files with the tuned thresholds (``metrics.json`` and
+    ``per_file.csv``, by default beside it)."""
     from slotmpe.evaluation import evaluate_model as _evaluate
 
     set_threads(threads)
     return _evaluate(model_path, thresholds_path, index_path.parent, out_path,
-                     embeddings_path=embeddings_path, split="test", max_frames=max_frames)
+                     embeddings_path=embeddings_path, split="test", max_frames=max_frames,
+                     per_file_path=per_file_path)
 
 
 def table3(

@@ -28,6 +28,7 @@ rule evaluate_model:
         embeddings=embeddings_for,
     output:
         metrics="results/{dataset}/{exp}/seed{seed}/metrics.json",
+        per_file="results/{dataset}/{exp}/seed{seed}/per_file.csv",
     params:
         max_frames=config["eval"]["max_frames"],
     threads: 1

@@ -3,7 +3,10 @@ end-to-end run of the whole DAG (raw data -> Table III and Fig. 2)."""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +41,71 @@ def workdir(tmp_path: Path) -> Path:
 def job_counts(stdout: str) -> dict[str, int]:
     stats = stdout.split("Job stats:")[1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+_NOT_COPIED = {".git", ".snakemake", "data", "results", "logs", ".pytest_cache", ".ruff_cache"}
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository's sources (no data, results, logs or git metadata)."""
+    dst = tmp_path_factory.mktemp("repo") / "slotmpe"
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = Path(folder).resolve() == REPO
+        return {n for n in names if (top and n in _NOT_COPIED) or n == "__pycache__"
+                or n.endswith(".log")}
+
+    shutil.copytree(REPO, dst, ignore=ignore)
+    return dst
+
+
+def _declared_threads(stdout: str, rule: str) -> list[int]:
+    """Threads of every job of ``rule`` in a dry run's job list (1 where Snakemake prints none)."""
+    out = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
+        if re.match(rf"(?:local)?rule {rule}:", block.strip()):
+            m = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            out.append(int(m.group(1)) if m else 1)
+    return out
+
+
+@pytest.mark.parametrize(
+    "command", ["snakemake --cores 4 results/table3.csv", "snakemake results/fig2_umap.png"]
+)
+def test_mission_commands_work_verbatim(repo_copy: Path, command: str) -> None:
+    """The README's commands, typed exactly so in a fresh copy of the repository (dry run): the
+    default profile in profiles/default/ is picked up by Snakemake itself (cores: all), and
+    --cores beyond the CPUs present never runs more torch threads than there are CPUs."""
+    exe = shutil.which("snakemake")
+    args = shlex.split(command)
+    cmd = ([exe] if exe else SNAKEMAKE) + args[1:] + ["--dry-run"]
+    env = {**os.environ, "PYTHONPATH": str(repo_copy / "src")}
+    res = subprocess.run(cmd, cwd=repo_copy, capture_output=True, text=True, timeout=300, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "Using workflow specific profile profiles/default" in out
+    counts = job_counts(res.stdout)
+    target = args[-1]
+    assert counts["table3" if target.endswith("table3.csv") else "fig2_umap"] == 1
+    cpus = os.cpu_count() or 1
+    cores = 4 if "--cores" in args else cpus
+    oversub = max(1, math.ceil(cores / cpus))
+    for rule in ("train_model", "train_timbre_encoder", "evaluate_model", "cache_features"):
+        for declared in _declared_threads(res.stdout, rule):
+            concurrent = cores // min(declared, cores)
+            assert concurrent * max(1, min(declared, cores) // oversub) <= max(cpus, 1), (
+                rule, declared, cores, cpus)
+
+
+def test_slurm_profile_replaces_the_default_one(repo_copy: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(repo_copy / "src")}
+    res = subprocess.run([*SNAKEMAKE, "-n", "--workflow-profile", "profiles/slurm",
+                          "results/table3.csv"], cwd=repo_copy, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "profiles/slurm" in res.stdout + res.stderr
+    assert "slurm_partition=main" in res.stdout and "mem_mb=4000" not in res.stdout
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 # Helpers shared by all rules: profile resolution, config validation, wildcard constraints and
 # target lists. Rules stay declarative; all logic lives in the slotmpe package.
+import math
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -24,6 +26,30 @@ if config["fig2_dataset"] not in config["datasets"]:
     raise ValueError(
         f"fig2_dataset {config['fig2_dataset']!r} is not a configured dataset: {DATASETS}"
     )
+
+
+# Threads. A rule declares ``cpu_threads(n)`` for a job that runs ``n`` torch threads. Locally,
+# Snakemake starts jobs while their declared threads fit into --cores; where --cores exceeds the
+# CPUs present (e.g. `--cores 4` on 2 cores) every declaration is scaled by OVERSUB, so the torch
+# threads of concurrent jobs never exceed os.cpu_count(). The job's torch threads are its
+# (possibly capped) threads divided by OVERSUB (``torch_threads``). Cluster executors (slurm:
+# --jobs, no local cores) are left alone: their profile's set-threads are the job's threads.
+# JOB_THREADS = 1: on 2 shared cores, parallel 1-thread jobs finish the DAG sooner than 2-thread
+# jobs one after the other (README, "Run time"); profiles may still --set-threads.
+CPUS = os.cpu_count() or 1
+LOCAL = workflow.global_resources["_nodes"].value is None
+OVERSUB = max(1, math.ceil(workflow._cores / CPUS)) if LOCAL and workflow._cores else 1
+JOB_THREADS = 1
+
+
+def cpu_threads(n):
+    """Declared threads of a job that runs ``n`` torch threads (scaled by OVERSUB)."""
+    return n * OVERSUB
+
+
+def torch_threads(wildcards, threads):
+    """Torch intra-op threads of a job from its granted threads (never below 1)."""
+    return max(1, threads // OVERSUB)
 
 
 wildcard_constraints:

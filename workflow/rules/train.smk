@@ -9,8 +9,9 @@ rule train_model:
         model="results/{dataset}/{exp}/seed{seed}/model.pt",
         log_csv="results/{dataset}/{exp}/seed{seed}/train_log.csv",
     params:
+        torch_threads=torch_threads,
         train=config["train"],
-    threads: 1
+    threads: cpu_threads(JOB_THREADS)
     resources:
         mem_mb=6000,
         runtime=600,

@@ -13,5 +13,5 @@ with log_to(snakemake.log[0]):  # noqa: F821
         per_file_path=Path(snakemake.output.per_file),  # noqa: F821
         embeddings_path=Path(snakemake.input.embeddings[0]) if snakemake.input.embeddings else None,  # noqa: F821
         max_frames=snakemake.params.max_frames,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.params.torch_threads,  # noqa: F821
     )

@@ -109,17 +109,29 @@ def test_slurm_profile_replaces_the_default_one(repo_copy: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("profile", "n_rows", "extra_stages"),
-    [("default", 14, set()), ("tiny", 14, set()), ("paper", 15, {"download_dataset"})],
+    ("profile", "n_rows", "n_seeds", "extra_stages"),
+    [("default", 14, 3, set()), ("tiny", 14, 1, set()), ("paper", 15, 3, {"download_dataset"})],
 )
-def test_dry_run_lists_every_stage(workdir: Path, profile: str, n_rows: int, extra_stages: set[str]) -> None:
+def test_dry_run_lists_every_stage(
+    workdir: Path, profile: str, n_rows: int, n_seeds: int, extra_stages: set[str]
+) -> None:
     res = run_snakemake(["-n", "results/table3.csv", "results/fig2_umap.png",
                          "--config", f"profile={profile}"], workdir)
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    assert ALL_STAGES | extra_stages <= set(counts), counts
-    for stage in ("train_model", "tune_thresholds", "evaluate_model"):
-        assert counts[stage] == n_rows
+    assert ALL_STAGES | extra_stages | {"derive_model"} <= set(counts), counts
+    n_3a = 2  # 3a rows (chamber/urmp, electro/mshoxxdb): derived from 2b, not trained
+    assert counts["train_model"] == (n_rows - n_3a) * n_seeds
+    assert counts["derive_model"] == n_3a * n_seeds
+    for stage in ("tune_thresholds", "evaluate_model"):
+        assert counts[stage] == n_rows * n_seeds
+
+
+def test_derivation_can_be_switched_off(workdir: Path) -> None:
+    res = run_snakemake(["-n", "results/table3.csv", "--config", "derive_experiments=false"], workdir)
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert "derive_model" not in counts and counts["train_model"] == 14 * 3
 
 
 def test_single_experiment_target_runs_only_its_chain(workdir: Path) -> None:

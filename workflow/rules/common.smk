@@ -20,6 +20,9 @@ DATASETS = sorted(config["datasets"])
 REAL_TYPES = {"urmp", "mshoxxdb", "musicnet", "slakh"}
 TABLE3_ROWS = table3_rows(config)
 SEEDS = [int(s) for s in config["seeds"]]
+# Experiments built from another experiment's trained run (slotmpe.derive) and trained ones.
+DERIVED = [e for e, x in EXPERIMENTS.items() if x.derived_from and config["derive_experiments"]]
+TRAINED = [e for e in EXPERIMENTS if e not in DERIVED]
 ENV = "../../envs/slotmpe.yaml"
 
 if config["fig2_dataset"] not in config["datasets"]:
@@ -82,10 +85,26 @@ def embeddings_for(wildcards):
     return []
 
 
+def derived_base(wildcards):
+    """The trained base run (model.pt and train_log.csv) a derived experiment is built from."""
+    base = get_experiment(wildcards.exp).derived_from
+    run = f"results/{wildcards.dataset}/{base}/seed{wildcards.seed}"
+    return {"model": f"{run}/model.pt", "log_csv": f"{run}/train_log.csv"}
+
+
 def table3_metrics(wildcards):
     """metrics.json of every configured (exp, dataset) row for every seed."""
     return [
         f"results/{ds}/{exp}/seed{seed}/metrics.json"
+        for exp, ds in TABLE3_ROWS
+        for seed in SEEDS
+    ]
+
+
+def table3_per_file(wildcards):
+    """per_file.csv of every configured (exp, dataset) row for every seed (findings input)."""
+    return [
+        f"results/{ds}/{exp}/seed{seed}/per_file.csv"
         for exp, ds in TABLE3_ROWS
         for seed in SEEDS
     ]

@@ -27,7 +27,7 @@ results/chamber/timbre/embeddings.parquet`` (add ``--config profile=tiny`` for a
 
 Usage: ``python benchmarks/bench_budget.py --features data/chamber/features
 --embeddings results/chamber/timbre/embeddings.parquet --out benchmarks/out/budget
-[--exps 2b 1c] [--budgets 1 2 4 8] [--base-epochs 8] [--windows 640] [--val-windows 160]
+[--exps 2b 1c] [--budgets 1 2 4 8] [--base-epochs 8] [--windows 640] [--val-windows N]
 [--threads 2] [--seed 0]``; prints one line per (experiment, budget) and writes ``budget.csv``.
 """
 
@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     p.add_argument("--budgets", nargs="+", type=int, default=[1, 2, 4, 8])
     p.add_argument("--base-epochs", type=int, default=8)
     p.add_argument("--windows", type=int, default=640)
-    p.add_argument("--val-windows", type=int, default=160)
+    p.add_argument("--val-windows", type=int, default=None,
+                   help="fixed validation windows (default: all, as the default profile)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

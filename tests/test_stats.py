@@ -73,6 +73,8 @@ def test_pairing_uses_common_files_and_seeds_only() -> None:
     assert (res.n_seeds, res.n_files) == (2, 39)
     same = paired_effect(a, a, output="slot", n_resamples=200)  # constant statistic
     assert same.effect == same.ci_low == same.ci_high == 0.0
+    one = paired_effect(a[a["file"] == "f05"], b, output="slot", n_resamples=50)
+    assert one.n_files == 1 and np.isnan(one.ci_low) and np.isnan(one.ci_high)
     with pytest.raises(StatsError, match="no common seed"):
         paired_effect(a, b[b["seed"] == 3], n_resamples=10)
     with pytest.raises(ValueError, match="output"):

@@ -203,6 +203,40 @@ def test_tiny_end_to_end(workdir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_tiny_two_seeds_give_std_columns_and_findings(workdir: Path) -> None:
+    """Two seeds on the tiny profile (the chamber rows the findings compare): Table III has mean
+    and std per cell, 3a is derived from 2b, findings.csv has every chamber finding."""
+    rows = "[[1b, chamber], [1c, chamber], [2a, chamber], [2b, chamber], [3a, chamber], [3b, chamber]]"
+    res = run_snakemake(["--cores", "2", "results/table3.csv", "--config", "profile=tiny",
+                         "seeds=[0, 1]", f"table3_rows={rows}"], workdir, timeout=3600)
+    if res.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed\n{res.stderr[-5000:]}\n{logs[-20000:]}")
+    counts = job_counts(res.stdout)
+    assert counts["train_model"] == 10 and counts["derive_model"] == 2
+    table = pd.read_csv(workdir / "results/table3.csv", dtype={"exp": str})
+    assert (table["n_seeds"] == 2).all()
+    assert {"slot_f1_std", "std_f1_std", "slot_ap_std"} <= set(table.columns)
+    assert table[["slot_f1_std", "std_f1_std"]].notna().all().all()
+    assert "±" in (workdir / "results/table3.md").read_text()
+    from slotmpe.findings import FINDINGS_COLUMNS, HOLDS, REVERSED, UNRESOLVED
+    from slotmpe.models import load_checkpoint
+
+    findings = pd.read_csv(workdir / "results/findings.csv", dtype={"exp_a": str, "exp_b": str})
+    assert list(findings.columns) == list(FINDINGS_COLUMNS)
+    assert set(zip(findings["exp_a"], findings["exp_b"], strict=True)) == {
+        ("1c", "1b"), ("2b", "2a"), ("3b", "3a")}
+    assert (findings["n_seeds"] == 2).all() and (findings["n_files"] >= 1).all()
+    assert set(findings["verdict"]) <= {HOLDS, REVERSED, UNRESOLVED}
+    assert (workdir / "results/findings.md").stat().st_size > 0
+    for seed in (0, 1):
+        _, meta = load_checkpoint(workdir / f"results/chamber/3a/seed{seed}/model.pt")
+        assert meta["extra"]["derived_from"] == "2b" and meta["extra"]["seed"] == seed
+        pf = pd.read_csv(workdir / f"results/chamber/3a/seed{seed}/per_file.csv")
+        assert set(pf["output"]) == {"mix", "slot"}
+
+
+@pytest.mark.slow
 def test_folder_dataset_runs_through_the_dag(workdir: Path) -> None:
     """A user's own multitrack folder (type: folder) goes through every stage like any dataset."""
     from test_folder import make_folder

@@ -8,7 +8,8 @@ configured dataset stands in for the paper's through ``paper_aliases`` (chamber 
 electro -> mshoxxdb).
 
 Verdict: ``holds`` when the CI excludes 0 on the paper's side, ``reversed`` when it excludes 0
-on the other side, ``not resolved at this budget`` when it covers 0.
+on the other side, ``not resolved at this budget`` when it covers 0 or cannot be computed (a
+single test file).
 
 ``findings.csv`` columns: :data:`FINDINGS_COLUMNS`.
 """
@@ -63,7 +64,8 @@ FINDINGS: tuple[Finding, ...] = (
 
 def verdict(ci_low: float, ci_high: float, paper_effect: float) -> str:
     """``holds`` / ``reversed`` / ``not resolved at this budget`` (module docstring)."""
-    if not np.isfinite(paper_effect) or paper_effect == 0 or ci_low <= 0 <= ci_high:
+    if not np.all(np.isfinite([paper_effect, ci_low, ci_high])) or paper_effect == 0 \
+            or ci_low <= 0 <= ci_high:
         return UNRESOLVED
     same_side = (ci_low > 0) == (paper_effect > 0)
     return HOLDS if same_side else REVERSED
@@ -141,9 +143,11 @@ def render_findings_md(df: pd.DataFrame, dataset_aliases: Mapping[str, str] | No
         ds = str(r["dataset"])
         ds_label = f"{ds} (~{aliases[ds]})" if ds in aliases and aliases[ds] != ds else ds
         paper = "–" if pd.isna(r["paper_effect"]) else f"{r['paper_effect']:+.2f}"
+        ci = ("no CI (one file)" if pd.isna(r["ci_low"])
+              else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
         lines.append(
             f"| {claim} | {ds_label} | {r['exp_a']} vs {r['exp_b']} | {r['metric']} | "
-            f"{r['effect']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {paper} | "
+            f"{r['effect']:+.2f} {ci} | {paper} | "
             f"{int(r['n_seeds'])} | {int(r['n_files'])} | {r['verdict']} |"
         )
     if df.empty:

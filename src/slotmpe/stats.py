@@ -21,8 +21,8 @@ Paired effect (:func:`paired_effect`)
     resample draws ``n_files`` files with replacement and uses the same drawn files for every seed
     and for both sides, so the seed-to-seed variation is kept in every resample and the file
     variation is what is resampled (``scipy.stats.bootstrap`` with ``paired=True``, BCa where it is
-    defined, percentile otherwise). With one file or a constant statistic the interval collapses
-    to the point.
+    defined, percentile otherwise). With a constant statistic the interval collapses to the
+    point; with a single common file there is no interval (``ci_low = ci_high = NaN``).
 """
 
 from __future__ import annotations
@@ -168,8 +168,8 @@ def paired_effect(
 
     idx = np.arange(len(files))
     point = float(stat(idx, idx))
-    if len(files) < 2:
-        return PairedEffect(point, point, point, len(seeds), len(files))
+    if len(files) < 2:  # no file variation to resample: no interval
+        return PairedEffect(point, math.nan, math.nan, len(seeds), len(files))
 
     res = None
     for method in ("BCa", "percentile"):

@@ -20,18 +20,18 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """2b and 3a trained for 2 epochs with seed 3 on a tiny cache, and 3a derived from 2b."""
+    """2b and 3a trained for 2 epochs with seed 3 on a tiny cache (test_training's pieces), and
+    3a derived from 2b."""
     from test_training import _write_piece
 
     root = tmp_path_factory.mktemp("derive")
     feats = root / "features"
     feats.mkdir()
     rng = np.random.default_rng(0)
-    rows = []
-    for pid, split, t, s in [("p0", "train", 70, 3), ("p1", "train", 60, 2), ("p2", "val", 50, 3)]:
-        _write_piece(feats, pid, t, s, rng)
-        rows.append((pid, split, t, s))
-    pd.DataFrame(rows, columns=list(INDEX_COLUMNS)).to_csv(feats / INDEX_NAME, index=False)
+    specs = [("p0", "train", 70, 3), ("p1", "train", 60, 2), ("p2", "val", 50, 3)]
+    for pid, _split, n_frames, n_src in specs:
+        _write_piece(feats, pid, n_frames, n_src, rng)
+    pd.DataFrame(specs, columns=list(INDEX_COLUMNS)).to_csv(feats / INDEX_NAME, index=False)
     ids = [f"p{i}_{j}" for i, n in enumerate((3, 2, 3)) for j in range(n)]
     emb = rng.normal(size=(len(ids), EMBED_DIM))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)

@@ -37,8 +37,9 @@ if config["fig2_dataset"] not in config["datasets"]:
 # threads of concurrent jobs never exceed os.cpu_count(). The job's torch threads are its
 # (possibly capped) threads divided by OVERSUB (``torch_threads``). Cluster executors (slurm:
 # --jobs, no local cores) are left alone: their profile's set-threads are the job's threads.
-# JOB_THREADS = 1: on 2 shared cores, parallel 1-thread jobs finish the DAG sooner than 2-thread
-# jobs one after the other (README, "Run time"); profiles may still --set-threads.
+# JOB_THREADS = 1: on 2 shared cores, parallel 1-thread jobs finished 4 tiny training jobs no later
+# than 2-thread jobs one after the other (README, "Configuration and profiles"); --set-threads
+# RULE=N still gives a rule N torch threads (divided by OVERSUB).
 CPUS = os.cpu_count() or 1
 LOCAL = workflow.global_resources["_nodes"].value is None
 OVERSUB = max(1, math.ceil(workflow._cores / CPUS)) if LOCAL and workflow._cores else 1

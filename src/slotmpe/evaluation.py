@@ -162,6 +162,10 @@ def collect(
     max_frames: int | None,
 ) -> SplitResults:
     """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs."""
+    if exp.target_kind == "family":
+        from slotmpe.data import check_family_labels
+
+        check_family_labels(dataset.feature_dir, (dataset.split,), f"experiment {exp.name}")
     res = SplitResults()
     for i in range(len(dataset)):
         item = dataset[i]

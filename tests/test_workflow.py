@@ -212,7 +212,7 @@ def test_tiny_two_seeds_give_std_columns_and_findings(workdir: Path) -> None:
     if res.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
         pytest.fail(f"snakemake failed\n{res.stderr[-5000:]}\n{logs[-20000:]}")
-    counts = job_counts(res.stdout)
+    counts = job_counts(res.stdout + res.stderr)  # a real run prints its job stats to stderr
     assert counts["train_model"] == 10 and counts["derive_model"] == 2
     table = pd.read_csv(workdir / "results/table3.csv", dtype={"exp": str})
     assert (table["n_seeds"] == 2).all()

@@ -9,7 +9,7 @@ electro -> mshoxxdb).
 
 Verdict: ``holds`` when the CI excludes 0 on the paper's side, ``reversed`` when it excludes 0
 on the other side, ``not resolved at this budget`` when it covers 0 or cannot be computed (a
-single test file).
+single test file), and whenever fewer than :data:`MIN_FILES_FOR_VERDICT` test files are compared.
 
 ``findings.csv`` columns: :data:`FINDINGS_COLUMNS`.
 """
@@ -34,6 +34,8 @@ FINDINGS_COLUMNS: tuple[str, ...] = (
 )
 METRIC_OUTPUT: dict[str, str] = {"slot_f1": "slot", "std_f1": "mix"}
 HOLDS, REVERSED, UNRESOLVED = "holds", "reversed", "not resolved at this budget"
+# Below this many common test files a file bootstrap has too few distinct resamples to trust.
+MIN_FILES_FOR_VERDICT = 5
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,9 @@ def build_findings(
                 "finding": f.name, "dataset": ds, "exp_a": f.exp_a, "exp_b": f.exp_b,
                 "metric": f.metric, "effect": round(eff.effect, 2), "ci_low": round(eff.ci_low, 2),
                 "ci_high": round(eff.ci_high, 2), "n_seeds": eff.n_seeds, "n_files": eff.n_files,
-                "paper_effect": round(pe, 2), "verdict": verdict(eff.ci_low, eff.ci_high, pe),
+                "paper_effect": round(pe, 2),
+                "verdict": (verdict(eff.ci_low, eff.ci_high, pe)
+                            if eff.n_files >= MIN_FILES_FOR_VERDICT else UNRESOLVED),
             })
     return pd.DataFrame.from_records(rows, columns=list(FINDINGS_COLUMNS))
 

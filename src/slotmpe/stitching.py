@@ -19,7 +19,6 @@ alike, so both chunk and stitch identically.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 # Whole-file inference up to 20000 frames (640 s at 31.25 frames/s, config ``eval.max_frames``);
 # longer files are chunked.
@@ -31,6 +30,8 @@ SLOT_KEYS = ("slots", "activity", "timbre")
 def align_slots(prev: dict[str, np.ndarray], cur: dict[str, np.ndarray], ov_prev: slice,
            ov_cur: slice) -> np.ndarray:
     """Permutation ``perm`` (K,) such that ``cur`` slot ``perm[k]`` continues ``prev`` slot ``k``."""
+    from scipy.optimize import linear_sum_assignment  # imported here: scipy.optimize costs ~1 s
+
     a = prev["slots"][:, :, ov_prev]  # (K, P, O)
     b = cur["slots"][:, :, ov_cur]
     cost = np.abs(a[:, None] - b[None, :]).mean(axis=(2, 3))  # (K, K)

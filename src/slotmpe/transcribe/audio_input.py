@@ -16,6 +16,7 @@ Every problem is one :class:`~slotmpe.audio.AudioError` line naming the file:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -118,6 +119,25 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    """Silence what C libraries print on file descriptor 2 (libmpg123's "Note: Illegal
+    Audio-MPEG-Header ..." lines for a file that is not MP3), so an error stays one line."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. captured by a test runner)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def open_audio(path: str | os.PathLike[str], stdin: BinaryIO | None = None) -> AudioSource:
     """Open ``path`` (``"-"``: standard input, any format soundfile reads from a stream) for
     block-wise reading; raises :class:`AudioError` (one line naming the file) when it cannot."""
@@ -137,12 +157,14 @@ def open_audio(path: str | os.PathLike[str], stdin: BinaryIO | None = None) -> A
     if p.stat().st_size == 0:
         raise AudioError(f"{p}: file is empty (0 bytes)")
     try:
-        f = sf.SoundFile(str(p))
+        with _quiet_c_stderr():
+            f = sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         kind = p.suffix.lstrip(".").upper() or "audio"
-        raise AudioError(
-            f"{p}: undecodable format (not a {kind} file libsndfile can read: {_reason(exc)})"
-        ) from exc
+        reason = _reason(exc)
+        if "does not exist" in reason:  # libsndfile's words for data it does not recognise
+            reason = "the data is not in a format libsndfile recognises"
+        raise AudioError(f"{p}: undecodable format (not a readable {kind} file: {reason})") from exc
     if int(f.samplerate) <= 0:
         f.close()
         raise AudioError(f"{p}: invalid sample rate {f.samplerate}")

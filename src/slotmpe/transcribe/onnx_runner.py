@@ -4,7 +4,7 @@
 one ``InferenceSession`` (reused for every file) and reproduces :meth:`SlotMPE.forward
 <slotmpe.models.slotmpe.SlotMPE.forward>` in eval mode stage by stage:
 
-1. ``encode`` over time chunks of ``chunk_frames`` frames with ``enc_halo`` frames of context on
+1. ``encode`` over time chunks of :data:`CHUNK_FRAMES` frames with ``enc_halo`` frames of context on
    each side (exact: the halo covers the receptive field), the fast-HCQT of each chunk sliced from
    the wide CQT just before it is needed (the ``(12, 216, T)`` input is never held whole);
 2. ``n_iters`` slot-attention iterations, each accumulating the attention numerators and
@@ -31,6 +31,9 @@ from slotmpe.stitching import chunk_bounds, stitch
 from slotmpe.transcribe.options import TranscriptionError
 
 METADATA_KEY: str = "slotmpe"
+# Frames per stage call. Any length gives the same result (the halos cover the receptive fields);
+# 256 keeps the largest activations (the decoder's, ~K x 16 x 72 floats per frame) near 40 MB.
+CHUNK_FRAMES: int = 256
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -54,7 +57,10 @@ def _session_options(threads: int | None) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3  # no warnings about the optional (initialised) stage inputs
+    so.log_severity_level = 3
+    # no busy-waiting worker threads: on a shared or loaded machine spinning burns CPU time that
+    # the other threads (and processes) need
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
@@ -80,7 +86,8 @@ class OnnxModel:
     Attributes: ``info`` (the metadata dict), ``uses_slots``, ``experiment`` (name or None).
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 chunk_frames: int = CHUNK_FRAMES) -> None:
         import onnxruntime as ort
 
         p = Path(path)
@@ -99,13 +106,13 @@ class OnnxModel:
                              dtype=np.float32)
             for i in self.session.get_inputs()
         }
-        self.chunk_frames = int(self.info["chunk_frames"])
+        self.chunk_frames = int(chunk_frames)
         self.enc_halo = int(self.info["enc_halo"])
         self.dec_halo = int(self.info["dec_halo"])
         if self.uses_slots:
             self.queries = np.asarray(self.info["queries"], dtype=np.float32)[None]  # (1, K, d)
             self.n_iters = int(self.info["n_iters"])
-            self.token_frames = int(self.info["token_frames"])
+            self.token_frames = min(int(self.info["token_frames"]), self.chunk_frames)
             self.heads = list(self.info["heads"])
             self.film = bool(self.info["film"])
 

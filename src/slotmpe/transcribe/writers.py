@@ -193,20 +193,29 @@ def title_font(title: str) -> tuple[str, str | None]:
 
 
 def check_writable(outdir: str | os.PathLike[str]) -> Path:
-    """Create ``outdir`` if needed and check that files can be created in it (before the model
-    runs); raises :class:`TranscriptionError` naming the folder otherwise."""
+    """Check, before the model runs, that files can be written into ``outdir``: a probe file is
+    created and removed when it exists, else its nearest existing parent must be a writable folder
+    (``outdir`` is created when the first outputs are written). Raises
+    :class:`TranscriptionError` naming the folder otherwise."""
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise TranscriptionError(f"{out}: output folder is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".slotmpe-write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise TranscriptionError(
-            f"{out}: output folder is not writable ({exc.strerror or exc})"
-        ) from exc
+    if out.is_dir():
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".slotmpe-write-test-", dir=out)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise TranscriptionError(
+                f"{out}: output folder is not writable ({exc.strerror or exc})"
+            ) from exc
+        return out
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise TranscriptionError(f"{out}: output folder cannot be created ({parent} is not a "
+                                 "writable folder)")
     return out
 
 

@@ -213,13 +213,15 @@ def _tone(midi: int, dur: float, sr: int, saw: bool) -> np.ndarray:
     return (0.3 * y * env).astype(np.float32)
 
 
-def two_instrument_excerpt(sr: int = SAMPLE_RATE) -> tuple[np.ndarray, list[tuple[int, float, float]]]:
+def two_instrument_excerpt(sr: int = SAMPLE_RATE, transpose: int = 0, stretch: float = 1.0
+                           ) -> tuple[np.ndarray, list[tuple[int, float, float]]]:
     """3 s mix: a sine (MIDI 72) and a sawtooth (MIDI 55) in alternating, overlapping notes.
 
     Returns ``(audio (n,), notes)`` with notes ``(source, onset_s, offset_s, midi)`` per source.
     """
     plan = [(0, 0.2, 1.2, 72), (0, 1.6, 2.8, 76), (1, 0.6, 2.0, 55), (1, 2.2, 2.9, 52)]
-    audio = np.zeros(int(3.0 * sr), dtype=np.float32)
+    plan = [(s, on * stretch, off * stretch, m + transpose) for s, on, off, m in plan]
+    audio = np.zeros(int(3.0 * stretch * sr), dtype=np.float32)
     notes = []
     for src, on, off, m in plan:
         y = _tone(m, off - on, sr, saw=src == 1)
@@ -449,20 +451,23 @@ def _roll_f1(a: list, b: list, n_frames: int) -> float:
 STREAM_MIN_F1 = 0.7
 
 
-@pytest.mark.parametrize("model_kind", ["pt", "onnx"])
+@pytest.mark.parametrize(("model_kind", "transpose", "stretch"),
+                         [("pt", 0, 1.0), ("onnx", 0, 1.0), ("onnx", 3, 1.5), ("onnx", -5, 2.0)])
 def test_stream_matches_whole_file(trained_3c: Path, onnx_3c: Path, tmp_path: Path,
-                                   model_kind: str) -> None:
+                                   model_kind: str, transpose: int, stretch: float) -> None:
+    """--stream against whole-file inference of the same model on short rendered files: frame
+    F1 between the note rolls >= STREAM_MIN_F1 (mixture and pooled slots)."""
+    import io
+
     from slotmpe.transcribe import load_model, transcribe_file
     from slotmpe.transcribe.stream import transcribe_stream
 
-    audio, _ = two_instrument_excerpt(sr=44_100)
+    audio, _ = two_instrument_excerpt(sr=44_100, transpose=transpose, stretch=stretch)
     wav = tmp_path / "duet.wav"
     sf.write(wav, np.stack([audio, audio], axis=1), 44_100)
     model, meta = load_model(trained_3c if model_kind == "pt" else onnx_3c)
     opts = TranscribeOptions(mix_threshold=0.4, slot_threshold=0.4)
     whole = transcribe_file(wav, model, meta, tmp_path / "whole", opts)
-    import io
-
     buf = io.StringIO()
     streamed = transcribe_stream(wav, model, meta, tmp_path / "stream", opts, emit=buf)
     printed = buf.getvalue().strip().splitlines()
@@ -475,7 +480,9 @@ def test_stream_matches_whole_file(trained_3c: Path, onnx_3c: Path, tmp_path: Pa
     slot_w = [n for t in whole.tracks if t.slot != MIX for n in t.notes]
     slot_s = [n for t in streamed.tracks if t.slot != MIX for n in t.notes]
     f1_mix, f1_slots = _roll_f1(mix_w, mix_s, T), _roll_f1(slot_w, slot_s, T)
-    print(f"stream vs whole file ({model_kind}): mixture F1 {f1_mix:.3f}, slots F1 {f1_slots:.3f}")
+    print(f"stream vs whole file ({model_kind}, transpose {transpose}, {3 * stretch:.1f} s): "
+          f"mixture F1 {f1_mix:.3f}, slots F1 {f1_slots:.3f}, notes {len(mix_w)}/{len(mix_s)} "
+          f"mix, {len(slot_w)}/{len(slot_s)} slots")
     assert f1_mix >= STREAM_MIN_F1 and f1_slots >= STREAM_MIN_F1
     assert all(n.offset_s <= streamed.duration_s + 1e-9 for t in streamed.tracks for n in t.notes)
 

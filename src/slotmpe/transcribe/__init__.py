@@ -82,6 +82,7 @@ from slotmpe.transcribe.writers import (
     write_midi,
     write_notes_csv,
     write_output_set,
+    write_outputs,
 )
 
 __all__ = [
@@ -94,4 +95,5 @@ __all__ = [
     "plot_pianoroll", "postprocess_probs", "probs_to_notes", "read_notes_csv", "read_thresholds",
     "resolve_thresholds", "slot_track_name", "transcribe_audio", "transcribe_cqt",
     "transcribe_file", "velocity_of", "write_midi", "write_notes_csv", "write_output_set",
+    "write_outputs",
 ]

@@ -18,13 +18,7 @@ from slotmpe.transcribe.audio_input import open_audio
 from slotmpe.transcribe.notes import MIX, Track, make_tracks, postprocess_probs
 from slotmpe.transcribe.options import TranscribeOptions
 from slotmpe.transcribe.runners import as_runner
-from slotmpe.transcribe.writers import (
-    check_writable,
-    plot_pianoroll,
-    write_midi,
-    write_notes_csv,
-    write_output_set,
-)
+from slotmpe.transcribe.writers import check_writable, write_outputs
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
@@ -177,14 +171,8 @@ def transcribe_file(
     tracks, probs = transcribe_cqt(cqt, model, meta, options, duration)
     n_frames = int(cqt.shape[-1])
     del cqt
-    base = name or src.stem
-    midi_path, csv_path = out / f"{base}.mid", out / f"{base}.notes.csv"
-    png_path = out / f"{base}.png" if options.write_png else None
-    outputs = [(midi_path, lambda p: write_midi(p, tracks)),
-               (csv_path, lambda p: write_notes_csv(p, tracks))]
-    if png_path is not None:
-        outputs.append((png_path, lambda p: plot_pianoroll(p, tracks, duration, title=src.name)))
-    write_output_set(outputs)
+    midi_path, csv_path, png_path = write_outputs(out, name or src.stem, tracks, duration,
+                                                  src.name, options.write_png)
     activity = probs.get("activity")
     return TranscriptionResult(
         audio_path=src,

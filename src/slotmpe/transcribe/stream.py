@@ -52,7 +52,7 @@ from slotmpe.transcribe.notes import (
 )
 from slotmpe.transcribe.options import FRAME_SECONDS, TranscribeOptions
 from slotmpe.transcribe.runners import as_runner
-from slotmpe.transcribe.writers import plot_pianoroll, write_midi, write_notes_csv, write_output_set
+from slotmpe.transcribe.writers import write_outputs
 
 STEP_FRAMES: int = 12  # frames processed per step (0.384 s)
 CQT_LOOKAHEAD: int = 8  # frames of future audio the CQT of a frame waits for (0.256 s)
@@ -277,16 +277,9 @@ def transcribe_stream(
     duration = source.duration_s
     _emit(emit, st.finish(), duration)
     tracks = st.tracks(duration)
-    out = Path(outdir)
     base = name or ("stdin" if str(path) == "-" else Path(path).stem)
-    midi_path, csv_path = out / f"{base}.mid", out / f"{base}.notes.csv"
-    png_path = out / f"{base}.png" if options.write_png else None
-    outputs = [(midi_path, lambda p: write_midi(p, tracks)),
-               (csv_path, lambda p: write_notes_csv(p, tracks))]
-    if png_path is not None:
-        outputs.append((png_path, lambda p: plot_pianoroll(p, tracks, duration,
-                                                           title=Path(str(path)).name)))
-    write_output_set(outputs)
+    midi_path, csv_path, png_path = write_outputs(Path(outdir), base, tracks, duration,
+                                                  Path(str(path)).name, options.write_png)
     return TranscriptionResult(
         audio_path=Path(str(path)), midi_path=midi_path, csv_path=csv_path, png_path=png_path,
         duration_s=duration, n_frames=st.done, tracks=tracks,

@@ -266,3 +266,20 @@ def write_output_set(outputs: Sequence[tuple[Path, Callable[[Path], object]]]) -
         for tmp in temps:
             tmp.unlink(missing_ok=True)
     return [dest for dest, _ in outputs]
+
+
+def write_outputs(outdir: Path, base: str, tracks: Sequence[Track], duration_s: float,
+                  title: str, write_png: bool = True) -> tuple[Path, Path, Path | None]:
+    """Write ``base.mid``, ``base.notes.csv`` (and ``base.png``) into ``outdir`` as one set
+    (:func:`write_output_set`); returns their paths (``None`` for the PNG when not written)."""
+    midi_path, csv_path = outdir / f"{base}.mid", outdir / f"{base}.notes.csv"
+    png_path = outdir / f"{base}.png" if write_png else None
+    outputs: list[tuple[Path, Callable[[Path], object]]] = [
+        (midi_path, lambda p: write_midi(p, tracks)),
+        (csv_path, lambda p: write_notes_csv(p, tracks)),
+    ]
+    if png_path is not None:
+        outputs.append((png_path, lambda p: plot_pianoroll(p, tracks, duration_s, title=title)))
+    write_output_set(outputs)
+    return midi_path, csv_path, png_path
+

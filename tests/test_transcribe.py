@@ -577,3 +577,17 @@ def test_png_title_with_cjk_characters_has_no_warnings(tmp_path: Path) -> None:
     text, family = title_font("ヴァイオリン.wav")
     assert text.endswith(".wav") and (family is not None or text == "??????.wav")
     assert title_font("violin.wav") == ("violin.wav", None)
+
+
+def test_export_command(trained_3c: Path, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    from slotmpe.cli import main
+    from slotmpe.transcribe.onnx_runner import read_onnx_metadata
+
+    out = tmp_path / "m" / "3c.onnx"
+    assert main(["export", str(trained_3c), "-o", str(out)]) == 0
+    info = read_onnx_metadata(out)
+    assert info["experiment"] == "3c" and info["uses_slots"] and info["n_slots"] == 8
+    assert (out.parent / "thresholds.json").exists()
+    assert main(["export", str(trained_3c), "-o", str(tmp_path / "x.pt")]) == 1
+    assert "must end in .onnx" in capsys.readouterr().err

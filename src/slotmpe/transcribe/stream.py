@@ -281,7 +281,7 @@ def transcribe_stream(
     midi_path, csv_path, png_path = write_outputs(Path(outdir), base, tracks, duration,
                                                   Path(str(path)).name, options.write_png)
     return TranscriptionResult(
-        audio_path=Path(str(path)), midi_path=midi_path, csv_path=csv_path, png_path=png_path,
+        audio_path=Path(source.name), midi_path=midi_path, csv_path=csv_path, png_path=png_path,
         duration_s=duration, n_frames=st.done, tracks=tracks,
         slot_activity=[] if st.activity is None else [float(a) for a in st.activity],
         thresholds={"mix": options.mix_threshold, "slots": options.slot_threshold,

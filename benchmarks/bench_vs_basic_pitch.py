@@ -13,8 +13,9 @@ tones in a random two-voice melody plus noise, seeded) both command lines run as
 
 Per tool and length it prints the median wall time (process start to exit), seconds per audio
 minute, CPU seconds and the peak RSS (GNU ``/usr/bin/time``) and the ratios ours/theirs.
-It also times the in-process call with the model loaded (``basic_pitch.inference.predict`` vs
-``slotmpe.transcribe.transcribe_file``; each in its own interpreter, median of ``--runs`` calls).
+It also times the in-process call with the model loaded (``basic_pitch.inference.predict``, which
+writes nothing, vs ``slotmpe.transcribe.transcribe_file`` writing MIDI and CSV, no PNG; each in its
+own interpreter, median of ``--runs`` calls).
 
 Models: the ``.pt``/``.onnx`` files under ``--models`` (``{exp}/model.pt``); missing ones are built
 with slotmpe's own constructors (``build_model(exp)``, seed 0, *untrained* but of the real size,
@@ -116,7 +117,8 @@ model, meta = load_model(sys.argv[1])
 times = []
 for _ in range(int(sys.argv[3])):
     with tempfile.TemporaryDirectory() as d:
-        t = time.perf_counter(); transcribe_file(sys.argv[2], model, meta, d, TranscribeOptions())
+        t = time.perf_counter()
+        transcribe_file(sys.argv[2], model, meta, d, TranscribeOptions(write_png=False))
         times.append(time.perf_counter() - t)
 print(statistics.median(times))
 """

@@ -87,6 +87,66 @@ class _Accumulate(nn.Module):
         return torch.matmul(attn, z), attn.sum(-1, keepdim=True)
 
 
+class _AccumulateFolded(nn.Module):
+    """:class:`_Accumulate` with the token map never built: the attention logits and numerators are
+    computed in the ``Cs``-channel space of the slot-branch map (exact algebra, ~5x fewer
+    operations per token than projecting every token to ``d`` channels).
+
+    With ``f`` the channel-normalised map, ``y = W f + c_p`` (projection plus bias and pitch
+    embedding) and ``z = gamma (y - mean(y)) / sigma(y) + beta`` (the token LayerNorm):
+    ``q . z = (f . W^T(q gamma) + (q gamma) . c_p - sum(q gamma) mean) / sigma + q . beta``, where
+    ``mean`` and ``sigma^2 = |y|^2 / d - mean^2`` need only ``f^T (W^T W) f`` (computed in float64);
+    ``sum_j a_j z_j = gamma (W sum_j (a_j / sigma_j) f_j + sum_p c_p sum_{j in p} a_j / sigma_j
+    - sum_j a_j mean_j / sigma_j) + beta sum_j a_j``.
+    """
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        sa = m.slot_attention
+        self.sa = sa
+        w = sa.token_proj.weight.detach()  # (d, Cs)
+        c = (sa.token_proj.bias.detach()[None, :] + sa.pitch_emb.detach())  # (72, d)
+        self.register_buffer("w", w)
+        self.register_buffer("c", c)
+        self.register_buffer("gram", (w.double().T @ w.double()))  # (Cs, Cs) float64
+        self.register_buffer("wbar", w.mean(0))  # (Cs,)
+        self.register_buffer("cbar", c.mean(1))  # (72,)
+        self.register_buffer("wc", (c.double() @ w.double()))  # (72, Cs): W^T c_p
+        self.register_buffer("cc", (c.double() ** 2).sum(1))  # (72,)
+        self.d = float(w.shape[0])
+        self.eps = float(sa.input_norm.eps)
+
+    def forward(self, feat: torch.Tensor, qk: torch.Tensor, qb: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        sa = self.sa
+        gamma, beta = sa.input_norm.weight, sa.input_norm.bias
+        f = sa.token_norm(feat.permute(0, 2, 3, 1))  # (1, 72, t, Cs)
+        p, t, cs = f.shape[1], f.shape[2], f.shape[3]
+        mean = torch.matmul(f, self.wbar) + self.cbar[:, None]  # (1, 72, t)
+        fd = f.double()
+        sq = ((torch.matmul(fd, self.gram) * fd).sum(-1) + 2.0 * (fd * self.wc[:, None, :]).sum(-1)
+              + self.cc[:, None])  # |y|^2, (1, 72, t)
+        var = (sq / self.d - mean.double() ** 2).clamp(min=0.0)
+        inv = torch.rsqrt(var + self.eps).float().reshape(1, 1, -1)  # (1, 1, N)
+        meanf = mean.reshape(1, 1, -1)
+        qg = qk * gamma  # (1, K, d)
+        fl = f.reshape(1, -1, cs)  # (1, N, Cs)
+        k = qk.shape[1]
+        vp = torch.matmul(qg, self.c.T)  # (1, K, 72)
+        logits = (torch.matmul(torch.matmul(qg, self.w), fl.transpose(1, 2))
+                  + vp[:, :, :, None].expand(1, k, p, t).reshape(1, k, -1)
+                  - qg.sum(-1, keepdim=True) * meanf) * inv
+        logits = logits + (torch.matmul(qk, beta)[..., None] + qb)
+        attn = torch.softmax(logits, dim=1)  # (1, K, N)
+        aw = attn * inv
+        a_f = torch.matmul(aw, fl)  # (1, K, Cs)
+        a_p = aw.reshape(1, k, p, t).sum(-1)  # (1, K, 72)
+        a_m = (aw * meanf).sum(-1, keepdim=True)  # (1, K, 1)
+        den = attn.sum(-1, keepdim=True)
+        num = gamma * (torch.matmul(a_f, self.w.T) + torch.matmul(a_p, self.c) - a_m) + beta * den
+        return num, den
+
+
 class _Update(nn.Module):
     def __init__(self, m: nn.Module) -> None:
         super().__init__()
@@ -189,7 +249,7 @@ def build_onnx(model: nn.Module, meta: dict[str, Any] | None = None,
         film_args = tuple(heads[2:]) if model.film is not None else ()
         graphs += [
             _export(_Query(model), (slots,), ["slots"], ["qk", "qb"], {}, "query/"),
-            _export(_Accumulate(model), (feat, qk, qb), ["feat", "qk", "qb"], ["num", "den"],
+            _export(_AccumulateFolded(model), (feat, qk, qb), ["feat", "qk", "qb"], ["num", "den"],
                     {"feat": 3}, "accumulate/"),
             _export(_Update(model), (slots, qk, qb), ["slots", "num", "den"], ["slots_out"], {},
                     "update/"),

@@ -57,28 +57,40 @@ def run_transcribe(
     write_png: bool = True,
     progress: bool | None = None,
     debug: bool = False,
+    stream: bool = False,
 ) -> int:
     """Transcribe every input file (directories expanded) with the model at ``model_path``.
 
     Writes ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png`` per input into ``outdir``.
-    ``None`` options take the defaults of :class:`slotmpe.transcribe.TranscribeOptions`
-    (thresholds: ``thresholds.json`` beside the model, else 0.5). ``progress`` (default: when more
-    than one file) shows a tqdm bar on stderr. Returns the exit status: 0 if every file was
-    transcribed, 1 otherwise; raises :class:`CLIError` for problems that stop everything (model,
-    device, no input files).
+    ``model_path`` is a ``.pt`` checkpoint (torch) or an ``.onnx`` export (onnxruntime, CPU; torch
+    is then never imported). ``None`` options take the defaults of
+    :class:`slotmpe.transcribe.TranscribeOptions` (thresholds: ``thresholds.json`` beside the model
+    or embedded in the export, else 0.5). ``progress`` (default: when more than one file) shows a
+    tqdm bar on stderr. ``stream``: one input (a file or ``-`` for stdin) is transcribed block by
+    block and every note is printed to stdout as a CSV row as soon as it is final
+    (:mod:`slotmpe.transcribe.stream`). Returns the exit status: 0 if every file was transcribed,
+    1 otherwise; raises :class:`CLIError` for problems that stop everything (model, device, output
+    folder, no input files).
     """
     from tqdm import tqdm
 
     from slotmpe import transcribe as tr
     from slotmpe.audio import AudioError
-    from slotmpe.utils import resolve_device, set_threads
 
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise CLIError(_one_line(exc)) from exc
-    if threads:
-        set_threads(threads)
+    is_onnx = Path(model_path).suffix.lower() == ".onnx"
+    if is_onnx:
+        if device not in ("auto", "cpu"):
+            raise CLIError(f"{model_path}: ONNX models run on the CPU only (got --device {device})")
+        dev = "cpu"
+    else:
+        from slotmpe.utils import resolve_device, set_threads
+
+        try:
+            dev = resolve_device(device)
+        except RuntimeError as exc:
+            raise CLIError(_one_line(exc)) from exc
+        if threads:
+            set_threads(threads)
     mix_thr, slot_thr, thr_source = tr.resolve_thresholds(model_path, threshold)
     try:
         options = tr.TranscribeOptions(
@@ -94,24 +106,36 @@ def run_transcribe(
         )
     except ValueError as exc:
         raise CLIError(_one_line(exc)) from exc
-
+    if stream and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+        raise CLIError("--stream takes exactly one audio file (or - for stdin)")
     try:
-        model, meta = tr.load_model(model_path, device=dev)
+        out = tr.check_writable(outdir)  # before the model is loaded and run
+        model, meta = tr.load_model(model_path, device=dev, threads=threads)
     except tr.TranscriptionError as exc:
         raise CLIError(_one_line(exc)) from exc
-    files = tr.find_audio_files(inputs)
+    files = [Path(inputs[0])] if stream else tr.find_audio_files(inputs)
     if not files:
         raise CLIError("no audio files found in " + ", ".join(str(p) for p in inputs))
-
-    names = tr.output_names(files)
-    out = Path(outdir)
-    show_bar = len(files) > 1 if progress is None else progress
     print(
         f"model {model_path} ({meta.get('experiment', meta.get('exp', '?'))}) on {dev}; "
         f"thresholds mix {options.mix_threshold:.3g}, slots {options.slot_threshold:.3g} "
         f"({thr_source}); activity {options.activity_threshold:.3g}",
         file=sys.stderr,
     )
+    if stream:
+        from slotmpe.transcribe.stream import transcribe_stream
+
+        try:
+            result = transcribe_stream(inputs[0], model, meta, out, options, emit=sys.stdout)
+        except (AudioError, tr.TranscriptionError, OSError, ValueError) as exc:
+            if debug:
+                raise
+            raise CLIError(_one_line(exc)) from exc
+        print(result.summary(), file=sys.stderr)
+        return 0
+
+    names = tr.output_names(files)
+    show_bar = len(files) > 1 if progress is None else progress
     failed: list[tuple[Path, str]] = []
     n_ok = 0
     bar = tqdm(list(zip(files, names, strict=True)), desc="transcribe", unit="file",
@@ -145,6 +169,23 @@ def run_transcribe(
             line += f"; {len(failed)} failed: " + ", ".join(str(f) for f, _ in failed)
         print(line, file=sys.stderr)
     return 1 if failed else 0
+
+
+def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None
+               ) -> int:
+    """Export a ``.pt`` checkpoint to ONNX (default: the same path with ``.onnx``); returns 0."""
+    from slotmpe.transcribe import TranscriptionError
+    from slotmpe.transcribe.onnx_export import export_onnx
+
+    out = Path(out_path) if out_path else Path(model_path).with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":
+        raise CLIError(f"{out}: the output file must end in .onnx")
+    try:
+        export_onnx(model_path, out)
+    except TranscriptionError as exc:
+        raise CLIError(_one_line(exc)) from exc
+    print(f"exported {model_path} -> {out}", file=sys.stderr)
+    return 0
 
 
 def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
@@ -275,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", metavar="AUDIO",
                    help="audio file(s) and/or directories of audio files")
     p.add_argument("--model", "-m", required=True, metavar="PATH",
-                   help="trained model, e.g. results/{dataset}/{exp}/seed{seed}/model.pt")
+                   help="trained model, e.g. results/{dataset}/{exp}/seed{seed}/model.pt, or its "
+                        "ONNX export (faster, leaner, no torch needed; see 'slotmpe export')")
     p.add_argument("-o", "--outdir", default="transcriptions", metavar="OUTDIR",
                    help="output folder, created if needed (default: %(default)s)")
     p.add_argument("--threshold", type=_probability, default=None, metavar="FLOAT",
@@ -299,9 +341,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "slotmpe.inference.DEFAULT_MAX_FRAMES; model memory is also bounded "
                         "internally by its own exact time chunking)")
     p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
-                   help="CPU threads for torch (default: torch's default)")
+                   help="CPU threads for torch or onnxruntime (default: their default)")
     p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stream", action="store_true",
+                   help="read ONE file (or - for stdin) in blocks and print each note as a CSV row "
+                        "on stdout as soon as it is final (<= 1 s of audio after its end); "
+                        "bounded memory; the files are written at the end")
+
+    pe = sub.add_parser(
+        "export",
+        help="export a trained model.pt to ONNX, for transcription without torch",
+        description=("Export a checkpoint to one ONNX file that 'slotmpe transcribe --model\n"
+                     "MODEL.onnx' runs with onnxruntime (CPU), without importing torch. The tuned\n"
+                     "thresholds (thresholds.json beside the checkpoint) are embedded, and copied\n"
+                     "beside the output when none is there."),
+        epilog=f"example:\n  {PROG} export results/chamber/3c/seed0/model.pt -o 3c.onnx",
+        formatter_class=fmt,
+    )
+    pe.add_argument("model", metavar="MODEL.pt", help="trained checkpoint")
+    pe.add_argument("-o", "--out", default=None, metavar="MODEL.onnx",
+                    help="output file (default: MODEL with the suffix .onnx)")
 
     pp = sub.add_parser(
         "params",
@@ -344,7 +404,10 @@ def main(argv: list[str] | None = None) -> int:
                 write_png=not args.no_png,
                 progress=False if args.no_progress else None,
                 debug=args.debug,
+                stream=args.stream,
             )
+        if args.command == "export":
+            return run_export(args.model, args.out)
         if args.command == "params":
             return run_params(args.out)
         if args.command == "info":

@@ -15,10 +15,12 @@ include: "workflow/rules/timbre.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/generalisation.smk"
 
 
 rule all:
     input:
         "results/table3.csv",
         "results/fig2_umap.png",
+        "results/generalisation.csv",
     default_target: True

@@ -9,6 +9,7 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_report.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/timbre.smk"
@@ -16,6 +17,10 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/generalisation.smk"
+include: "workflow/rules/report_pages.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -23,4 +28,5 @@ rule all:
         "results/table3.csv",
         "results/fig2_umap.png",
         "results/generalisation.csv",
+        REPORT_TARGETS,
     default_target: True

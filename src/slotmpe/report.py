@@ -295,18 +295,25 @@ def _flags(exp_name: str) -> str:
     return "+".join(on) if on else "-"
 
 
-def write_table1(out_csv: Path) -> pd.DataFrame:
-    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %.
+def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
+    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %,
+    and the capacity columns of :mod:`slotmpe.capacity`.
 
     Columns: ``exp, task, slots, matching, flags, params, paper_params, delta_pct`` where ``slots``
     is 0 for 1a (its slot head exists but is unused, as in the paper's Table I) and ``delta_pct =
-    100 * (params - paper_params) / paper_params`` (two decimals).
+    100 * (params - paper_params) / paper_params`` (two decimals); then ``widths`` (the preset),
+    the parameters per component (``slotmpe.capacity.COMPONENTS``), ``grad_params`` (measured:
+    parameters that receive a gradient in a training step) and ``mflops`` (forward MFLOPs per
+    23-frame window).
     """
-    from slotmpe.models import build_model, count_parameters
+    from slotmpe.capacity import COMPONENTS, component_params, forward_mflops, grad_params
+    from slotmpe.models import build_model
 
     recs = []
     for name, e in EXPERIMENTS.items():
-        params = int(count_parameters(build_model(name)))
+        model = build_model(name, preset=widths)
+        comp = component_params(model)
+        params = int(sum(comp.values()))
         recs.append({
             "exp": name,
             "task": e.task,
@@ -316,6 +323,10 @@ def write_table1(out_csv: Path) -> pd.DataFrame:
             "params": params,
             "paper_params": int(e.paper_params),
             "delta_pct": round(100.0 * (params - e.paper_params) / e.paper_params, 2),
+            "widths": widths,
+            **{c: comp[c] for c in COMPONENTS},
+            "grad_params": grad_params(model, name),
+            "mflops": round(forward_mflops(model), 1),
         })
     df = pd.DataFrame.from_records(recs)
     with atomic_path(out_csv) as tmp:

@@ -102,6 +102,7 @@ class TrainConfig:
         compile: wrap the model in ``torch.compile``.
         keep_checkpoint: keep ``checkpoint_last.pt`` after a finished run.
         progress: show a tqdm progress bar.
+        widths: width preset of the model (``slotmpe.models.WIDTH_PRESETS``: efficient, wide).
     """
 
     max_epochs: int = 100
@@ -128,6 +129,7 @@ class TrainConfig:
     compile: bool = False
     keep_checkpoint: bool = False
     progress: bool = True
+    widths: str = "efficient"
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
@@ -491,7 +493,7 @@ def train_experiment(
 
     with _deterministic(device):
         seed_everything(cfg.seed)
-        model = build_model(exp.name).to(device)
+        model = build_model(exp.name, preset=cfg.widths).to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

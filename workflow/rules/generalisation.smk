@@ -1,20 +1,9 @@
 # Cross-dataset evaluation: models trained on one dataset scored on another's test split
 # (results/{dataset}/{exp}/seed{seed}/on_{test_ds}/), and results/generalisation.csv/.md.
-from slotmpe.generalisation import generalisation_rows, generalisation_settings
-from slotmpe.generalisation import metrics_paths as generalisation_metrics_paths
-
-GEN_TRAIN, GEN_TEST, GEN_RETUNE = generalisation_settings(config)
 
 
 wildcard_constraints:
     test_ds="|".join(DATASETS),
-
-
-def cross_embeddings(wildcards):
-    """Test stems embedded by the training dataset's encoder, for experiments with a timbre head."""
-    if get_experiment(wildcards.exp).timbre_head:
-        return [f"results/{wildcards.dataset}/timbre/on_{wildcards.test_ds}/embeddings.parquet"]
-    return []
 
 
 rule export_cross_embeddings:
@@ -96,11 +85,7 @@ rule generalisation_table:
         metrics=generalisation_metrics_paths(config, SEEDS),
     output:
         csv="results/generalisation.csv",
-        md=report(
-            "results/generalisation.md",
-            category="Generalisation",
-            caption="../report/generalisation.rst",
-        ),
+        md="results/generalisation.md",
     params:
         rows=generalisation_rows(config),
         tests=GEN_TEST,

@@ -9,7 +9,7 @@ rule train_model:
         model="results/{dataset}/{exp}/seed{seed}/model.pt",
         log_csv="results/{dataset}/{exp}/seed{seed}/train_log.csv",
     params:
-        train=config["train"],
+        train={**config["train"], "widths": config["model"]["widths"]},
     threads: 1
     resources:
         mem_mb=6000,

@@ -34,7 +34,7 @@ def test_pages_are_written(tmp_path: Path) -> None:
     pd.DataFrame({"exp": ["1a"], "params": [1264275], "delta_pct": [-0.15]}).to_csv(
         tmp_path / "t.csv", index=False)
     text = csv_page(tmp_path / "t.csv", tmp_path / "t.html", "Table I", "intro").read_text()
-    assert "1264275" in text and "<p>intro</p>" in text and "-0.15" in text
+    assert "1,264,275" in text and "<p>intro</p>" in text and "-0.15" in text
 
 
 def _log(path: Path, epochs: int) -> Path:

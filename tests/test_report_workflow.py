@@ -71,6 +71,6 @@ def test_tiny_cross_dataset_and_report(workdir: Path) -> None:
     res = run_snakemake(["--report", "report.html", "--config", "profile=tiny", rows], workdir)
     assert res.returncode == 0, res.stderr + res.stdout
     html = (workdir / "report.html").read_text()
-    for needle in ("Table III", "Generalisation", "Training curves", "Fig. 2", "Table I",
+    for needle in ("Table III", "Generalisation", "4. Training curves", "Fig. 2", "Table I",
                    "curves.png", "fig2_umap.png", "generalisation.html", "table1.html"):
         assert needle in html, needle

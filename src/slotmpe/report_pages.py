@@ -31,17 +31,18 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
 p { max-width: 60em; line-height: 1.4; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+th { background: #f0f0f0; white-space: normal; vertical-align: bottom; } td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 
 def _inline(text: str) -> str:
-    """Escape ``text`` and render inline ``code`` and **bold**."""
+    """Escape ``text`` and render inline ``code``, **bold** and *emphasis*."""
     out = html.escape(text, quote=False)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", out)
 
 
 def _row(line: str) -> list[str]:
@@ -108,7 +109,9 @@ def markdown_page(md_paths: list[Path], out_html: Path, title: str) -> Path:
 def csv_page(csv_path: Path, out_html: Path, title: str, intro: str = "") -> Path:
     """An HTML page showing ``csv_path`` as a table (with ``intro`` as a paragraph above it)."""
     df = pd.read_csv(csv_path, dtype={"exp": str})
-    table = df.to_html(index=False, na_rep="–", border=0, float_format=lambda v: f"{v:,.2f}")
+    ints = {c: "{:,}".format for c in df.columns if pd.api.types.is_integer_dtype(df[c])}
+    table = df.to_html(index=False, na_rep="–", border=0, formatters=ints,
+                       float_format=lambda v: f"{v:,.2f}")
     body = f"<h1>{html.escape(title)}</h1>\n" + (f"<p>{_inline(intro)}</p>\n" if intro else "")
     with atomic_path(out_html) as tmp:
         tmp.write_text(_page(title, body + table), encoding="utf-8")
@@ -125,12 +128,13 @@ def plot_training_curves(log_csv: Path, out_png: Path, title: str) -> Path:
     """Plot train/val loss per term per epoch from ``train_log.csv`` -> ``out_png`` (atomic).
 
     One panel per loss term (train solid, validation dashed), the weighted total last; a log
-    y-axis where every value is positive. A log with a single epoch is drawn as points.
+    y-axis where a panel's values span more than a factor of 20. A log with a single epoch is drawn as points.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     df = pd.read_csv(log_csv)
     if "epoch" not in df.columns or df.empty:
@@ -148,8 +152,14 @@ def plot_training_curves(log_csv: Path, out_png: Path, title: str) -> Path:
             if col in df.columns and df[col].notna().any():
                 ax.plot(df["epoch"], df[col], style, marker=marker, label=split)
         vals = df[[c for c in (f"train_{term}", f"val_{term}") if c in df.columns]].to_numpy()
-        if (vals[~pd.isna(vals)] > 0).all():
-            ax.set_yscale("log")
+        vals = vals[~pd.isna(vals)]
+        if vals.size and (vals > 0).all() and vals.max() > 20 * vals.min():
+            ax.set_yscale("log")  # only where the curve spans more than a decade
+        ax.set_xlim(df["epoch"].min() - 0.5, df["epoch"].max() + 0.5)
+        if len(df) <= 12:
+            ax.set_xticks(df["epoch"].to_numpy())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(term, fontsize=10)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)

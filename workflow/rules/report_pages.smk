@@ -8,7 +8,7 @@ rule training_curves:
     output:
         png=report(
             "results/{dataset}/{exp}/seed{seed}/curves.png",
-            category="Training curves",
+            category="4. Training curves",
             subcategory="{dataset}",
             labels={"experiment": "{exp}", "dataset": "{dataset}", "seed": "{seed}"},
             caption="../report/curves.rst",

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from snakemake.utils import validate
 
+from slotmpe.config import ConfigError, apply_profile
 from slotmpe.download import (
     MARKER_NAME,
     ChecksumError,
@@ -17,6 +24,7 @@ from slotmpe.download import (
     DownloadError,
     ExtractError,
     archive_filename,
+    checksum_hex,
     ensure_dataset,
     extract,
     fetch,
@@ -28,6 +36,7 @@ except ImportError:  # pragma: no cover - tests run as a package
     from tests.httpserver import LoopbackServer, make_tar_gz, make_zip, md5_of, sha256_of
 
 FAST = {"backoff": 0.01, "timeout": 10.0, "progress": False}
+REPO = Path(__file__).resolve().parents[1]
 
 PAYLOAD = bytes(range(256)) * 400  # 100 kB
 
@@ -317,3 +326,120 @@ def test_ensure_dataset_needs_a_url_or_a_path(tmp_path: Path) -> None:
 def test_archive_filename() -> None:
     assert archive_filename("musicnet", "https://zenodo.org/records/5120004/files/musicnet.tar.gz") == "musicnet.tar.gz"
     assert archive_filename("urmp", "https://datadryad.org/stash/downloads/file_stream/99348") == "urmp-99348"
+
+
+# --------------------------------------------------------------- issue 15: stale data, md5 types
+def test_ensure_dataset_never_reuses_data_from_another_source(tmp_path: Path) -> None:
+    """Fault 3: a changed url or md5 downloads again (or fails); the marker records the source."""
+    a = make_tar_gz({"Dataset/v.txt": b"A"})
+    b = make_tar_gz({"Dataset/v.txt": b"B" * 100})
+    raw = tmp_path / "raw"
+    with LoopbackServer({"/a/ds.tar.gz": a, "/b/ds.tar.gz": b}) as srv:
+        url_a, url_b = srv.url("/a/ds.tar.gz"), srv.url("/b/ds.tar.gz")
+        out = ensure_dataset({"type": "toy", "url": url_a}, raw, **FAST)
+        assert (out / "Dataset" / "v.txt").read_bytes() == b"A"
+        marker = json.loads((out / MARKER_NAME).read_text())
+        assert (marker["url"], marker["md5"], marker["size"]) == (url_a, None, len(a))
+        # another url, same archive file name, no checksum: not the old archive, not the old data
+        out = ensure_dataset({"type": "toy", "url": url_b}, raw, **FAST)
+        assert (out / "Dataset" / "v.txt").read_bytes() == b"B" * 100
+        # pinning the (right) md5 verifies the archive and keeps the unpacked data
+        (out / "sentinel").write_text("kept")
+        n = len(srv.requests)
+        out = ensure_dataset({"type": "toy", "url": url_b, "md5": md5_of(b)}, raw, **FAST)
+        assert (out / "sentinel").is_file() and len(srv.requests) == n
+        assert json.loads((out / MARKER_NAME).read_text())["md5"] == md5_of(b)
+        # a wrong md5 is never satisfied by what is on disk
+        with pytest.raises(ChecksumError, match="0" * 32):
+            ensure_dataset({"type": "toy", "url": url_b, "md5": "0" * 32}, raw, **FAST)
+        # back to the right md5 (archive deleted by the failed run): the verified data are used
+        out = ensure_dataset({"type": "toy", "url": url_b, "md5": md5_of(b)}, raw, **FAST)
+        assert (out / "Dataset" / "v.txt").read_bytes() == b"B" * 100
+        # a changed md5 with the archive gone downloads again and unpacks the new archive
+        out = ensure_dataset({"type": "toy", "url": url_a, "md5": md5_of(a)}, raw, **FAST)
+        assert (out / "Dataset" / "v.txt").read_bytes() == b"A" and not (out / "sentinel").exists()
+        # a marker from before source records: the same archive, verified, is adopted as it is
+        legacy = {k: v for k, v in json.loads((out / MARKER_NAME).read_text()).items()
+                  if k in ("archive", "size", "members")}
+        (out / MARKER_NAME).write_text(json.dumps(legacy))
+        (out / "sentinel").write_text("kept")
+        out = ensure_dataset({"type": "toy", "url": url_a, "md5": md5_of(a)}, raw, **FAST)
+        assert (out / "sentinel").is_file()
+        assert json.loads((out / MARKER_NAME).read_text())["url"] == url_a
+        # `path:` to a folder slotmpe unpacked from another source: a clear error, no download
+        n = len(srv.requests)
+        with pytest.raises(DatasetSourceError, match=r"path.*unpacked from another source.*md5"):
+            ensure_dataset({"type": "toy", "path": str(out), "url": url_a, "md5": md5_of(b)},
+                           tmp_path / "other", **FAST)
+        assert ensure_dataset({"type": "toy", "path": str(out), "url": url_a, "md5": md5_of(a)},
+                              tmp_path / "other", **FAST) == out
+        assert len(srv.requests) == n
+
+
+def test_workflow_reruns_the_download_when_the_source_changes(tmp_path: Path) -> None:
+    """Faults 3 and 4 through Snakemake: the source is a param of the download rule, and an
+    all-digit md5 on the command line reaches the download as typed (leading zero included)."""
+    data = make_tar_gz({"Dataset/readme.txt": b"hello"})
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copy(REPO / "config.yaml", wd / "config.yaml")
+    digits = "01234567012345670123456701234567"  # all digits, octal-looking, and wrong
+    with LoopbackServer({"/ds.tar.gz": data}) as srv:
+
+        def smk(md5: str, *args: str) -> subprocess.CompletedProcess[str]:
+            override = f'datasets={{toy: {{type: urmp, url: "{srv.url("/ds.tar.gz")}", md5: {md5}}}}}'
+            cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(wd),
+                   "--cores", "1", *args, "data/raw/toy.ready", "--config", override]
+            return subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=300)
+
+        res = smk(md5_of(data))
+        assert res.returncode == 0, res.stdout + res.stderr
+        ready = json.loads((wd / "data" / "raw" / "toy.ready").read_text())
+        assert ready["source"]["md5"] == md5_of(data) and ready["unpacked"]["size"] == len(data)
+        res = smk(md5_of(data), "-n")
+        assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+        res = smk(digits, "-n")
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out
+        assert "download_dataset" in out and "Params have changed" in out
+        res = smk(digits)
+        assert res.returncode != 0
+        log = (wd / "logs" / "download" / "toy.log").read_text()
+        assert f"expected {digits}" in log and "checksum mismatch" in log
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0123456789abcdef0123456789ABCDEF ", "0123456789abcdef0123456789abcdef"),
+        (12345678901234567890123456789012, "12345678901234567890123456789012"),  # YAML decimal
+        (int("01234567012345670123456701234567", 8), "01234567012345670123456701234567"),  # octal
+        (None, None),
+        ("", None),
+    ],
+)
+def test_checksum_hex_recovers_what_yaml_made_of_an_md5(value: object, expected: str | None) -> None:
+    assert checksum_hex(value, "md5") == expected
+
+
+def test_all_digit_md5_passes_the_schema_however_typed() -> None:
+    """Fault 4: an all-digit md5 (quoted or not, command line or file) validates; bad ones fail."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    for digits in ("01234567012345670123456701234567", "12345678901234567890123456789012",
+                   "00000000000000000000000000000000", "01234567890123456789012345678901"):
+        for typed in (digits, f'"{digits}"', f"'{digits}'"):  # as Snakemake parses --config
+            entry = yaml.load(f"{{toy: {{type: urmp, url: u, md5: {typed}}}}}", Loader=yaml.BaseLoader)
+            cfg = apply_profile(base, {"datasets": entry})
+            validate(cfg, schema)
+            assert cfg["datasets"]["toy"]["md5"] == digits
+        # unquoted in a YAML file: PyYAML makes a number of it (or keeps a string)
+        in_file = {**base, "datasets": {"toy": {"type": "urmp", "md5": yaml.safe_load(f"m: {digits}")["m"]}}}
+        if digits != "00000000000000000000000000000000":  # 0: 32 zeros or "0b" + 30? ambiguous
+            assert apply_profile(in_file)["datasets"]["toy"]["md5"] == digits
+    in_file["datasets"]["toy"]["md5"] = 0
+    with pytest.raises(ConfigError, match=r"datasets\.toy\.md5.*number 0.*quote"):
+        apply_profile(in_file)
+    for bad, needle in (("0123", r"32 hex digits, got 4 hex digits"), ("x" * 32, r"32 hex digits, got 32 characters \(not all hex")):
+        with pytest.raises(ConfigError, match=rf"datasets\.toy\.md5: expected {needle}"):
+            apply_profile(base, {"datasets": {"toy": {"type": "urmp", "md5": bad}}})

@@ -86,7 +86,9 @@ def test_valid_manifest_roundtrip(tiny: tuple[pd.DataFrame, Path]) -> None:
 
 def test_resolve_path(tmp_path: Path) -> None:
     assert resolve_path(tmp_path, "a/b.wav") == tmp_path / "a" / "b.wav"
-    assert resolve_path(tmp_path, "/abs/x.wav") == Path("/abs/x.wav")
+    assert resolve_path(tmp_path / "m", "../raw/x.wav") == tmp_path / "m" / ".." / "raw" / "x.wav"
+    with pytest.raises(ManifestError, match="absolute"):
+        resolve_path(tmp_path, "/abs/x.wav")
 
 
 def _set(df: pd.DataFrame, row: int, **kw: object) -> pd.DataFrame:
@@ -100,7 +102,7 @@ def _set(df: pd.DataFrame, row: int, **kw: object) -> pd.DataFrame:
     ("change", "message"),
     [
         (lambda d: d.drop(columns=["family"]), "lacks column"),
-        (lambda d: _set(d, 0, instrument="kazoo"), "unknown instrument 'kazoo'"),
+        (lambda d: _set(d, 0, family="kazoos"), "family 'kazoos' is not one of"),
         (lambda d: _set(d, 0, family="brass"), "does not match instrument"),
         (lambda d: _set(d, 0, split="dev"), "split 'dev'"),
         (lambda d: _set(d, 1, track_id="p1-a"), "duplicate track_id"),
@@ -128,6 +130,17 @@ def test_schema_errors(tiny: tuple[pd.DataFrame, Path], change, message: str) ->
         validate_manifest(change(df), root, check_files=False)
 
 
+def test_open_instrument_vocabulary_and_unicode_ids(tiny: tuple[pd.DataFrame, Path]) -> None:
+    """Any instrument name with a valid family; Unicode piece ids; a duplicate id names files."""
+    df, root = tiny
+    for inst, fam in (("saw_lead", "keyboards"), ("Rhodes", "unknown"), ("violin", "strings")):
+        validate_manifest(_set(df, 0, instrument=inst, family=fam), root, check_files=False)
+    uni = df.assign(piece_id=df["piece_id"].map({"p1": "ヴァイオリン", "p2": "チェロ"}))
+    assert validate_manifest(uni, root, check_files=False)["piece_id"].nunique() == 2
+    with pytest.raises(ManifestError, match=r"duplicate track_id 'p1-a' \(rows for \['p1/a.wav'"):
+        validate_manifest(_set(df, 1, track_id="p1-a"), root, check_files=False)
+
+
 def test_file_errors(tiny: tuple[pd.DataFrame, Path]) -> None:
     df, root = tiny
     with pytest.raises(ManifestError, match="does not exist"):
@@ -153,7 +166,7 @@ def test_write_manifest_refuses_invalid_and_keeps_old(tiny: tuple[pd.DataFrame, 
     write_manifest(df, path)
     before = path.read_bytes()
     with pytest.raises(ManifestError):
-        write_manifest(_set(df, 0, instrument="kazoo"), path)
+        write_manifest(_set(df, 0, family="kazoos"), path)
     assert path.read_bytes() == before
     assert not [p for p in root.iterdir() if p.name.startswith(".manifest")]
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
+from snakemake.utils import validate
 
-from slotmpe.datasets.manifest import ManifestError, read_manifest, read_notes, resolve_path
+from slotmpe.config import apply_profile
+from slotmpe.datasets.manifest import (
+    ManifestError,
+    read_manifest,
+    read_notes,
+    resolve_path,
+    validate_manifest,
+)
 from slotmpe.datasets.mshoxxdb import build_mshoxxdb, label_instrument, normalise
 from slotmpe.datasets.musicnet import build_musicnet
 from slotmpe.datasets.slakh import build_slakh, gm_program_instrument
@@ -25,6 +37,7 @@ from slotmpe.datasets.urmp import (
     f0_to_notes,
     load_split,
     make_split,
+    parse_piece,
     piece_codes,
     piece_title,
 )
@@ -35,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover - tests run as a package
     from tests.httpserver import LoopbackServer, make_tar_gz, make_zip, sha256_of
 
+REPO = Path(__file__).resolve().parents[1]
 SR = 8000
 FAST = {"backoff": 0.01, "timeout": 10.0, "progress": False}
 
@@ -116,9 +130,9 @@ def test_f0_to_notes_follows_the_f0_track() -> None:
 
 def _urmp_piece(piece: str, file_codes: list[str] | None = None, skip_f0: set[int] = frozenset()) -> dict[str, bytes]:
     """Files of one URMP piece folder in the archive's naming (Dataset/NN_Title_codes/...)."""
-    codes = piece_codes(piece)
+    title, codes = parse_piece(piece)
     file_codes = file_codes or codes
-    nn_title = "_".join(piece.split("_")[:2])
+    nn_title = f"{piece.split('_')[0]}_{title}"
     dur = 1.0
     members: dict[str, bytes] = {}
     mix = np.zeros(int(dur * SR), dtype=np.float32)
@@ -243,9 +257,13 @@ def test_mshoxxdb_v12_piece_ids_and_metadata(tmp_path: Path) -> None:
     w.writerow([13, "Uridium 2", "mshoxx", "House", 129, 129, 1.0, "4/4"])
     members[f"{root}/metadata.csv"] = meta.getvalue().encode()
     members[f"{root}/ms12.json"] = json.dumps({"train": [7, 11], "validation": [], "test": [13]}).encode()
-    df = download_and_build(tmp_path, "mshoxxdb", "mshoxxDB_v1.2.tar.gz", make_tar_gz(members), build_mshoxxdb, {})
+    # the split's validation part is empty: filled with one seeded train piece (fault 5's fallback)
+    df = download_and_build(tmp_path, "mshoxxdb", "mshoxxDB_v1.2.tar.gz", make_tar_gz(members),
+                            build_mshoxxdb, {"fill_empty_splits": True})
     splits = df.groupby("piece_id")["split"].first().to_dict()
-    assert splits == {"Beneath": "train", "Guete_des_Geschicks": "train", "Uridium_2": "test"}
+    assert sorted(splits) == ["Beneath", "Guete_des_Geschicks", "Uridium_2"]
+    assert splits["Uridium_2"] == "test"
+    assert sorted([splits["Beneath"], splits["Guete_des_Geschicks"]]) == ["train", "val"]
 
 
 def test_mshoxxdb_label_mapping() -> None:
@@ -308,7 +326,8 @@ def test_musicnet_unknown_instrument_code_names_the_file(tmp_path: Path) -> None
 
 
 # ------------------------------------------------------------------------------------------- Slakh
-def _slakh_track(root: str, split: str, track: str, ext: str = "flac") -> dict[str, bytes]:
+def _slakh_track(root: str, split: str, track: str, ext: str = "flac", baby: bool = False) -> dict[str, bytes]:
+    """One Slakh track folder; ``baby``: BabySlakh's metadata (audio_rendered false everywhere)."""
     stems = {
         "S00": {"inst_class": "Piano", "is_drum": False, "program_num": 0, "midi_program_name": "Acoustic Grand Piano", "audio_rendered": True},
         "S01": {"inst_class": "Bass", "is_drum": False, "program_num": 33, "midi_program_name": "Electric Bass (finger)", "audio_rendered": True},
@@ -319,8 +338,8 @@ def _slakh_track(root: str, split: str, track: str, ext: str = "flac") -> dict[s
     for sid, m in stems.items():
         lines.append(f"  {sid}:")
         for k, v in m.items():
-            lines.append(f"    {k}: {json.dumps(v)}")
-    base = f"{root}/{split}/{track}"
+            lines.append(f"    {k}: {json.dumps(False if baby and k == 'audio_rendered' else v)}")
+    base = f"{root}/{split}/{track}" if split else f"{root}/{track}"
     members = {f"{base}/metadata.yaml": ("\n".join(lines) + "\n").encode()}
     fmt = "FLAC" if ext == "flac" else "WAV"
     mix = np.zeros(SR, dtype=np.float32)
@@ -361,3 +380,156 @@ def test_gm_program_mapping() -> None:
         "cello", "trumpet", "trombone", "saxophone", "oboe", "clarinet", "flute", "synth_lead", "synth_pad"]
     with pytest.raises(ValueError):
         gm_program_instrument(128)
+
+
+# ------------------------------------------------------------- issue 15: one test per fault
+def test_urmp_titles_with_underscores_and_unused_audio_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault 1: a title with underscores is parsed from the right; unused audio is named."""
+    assert parse_piece("19_Ave_Maria_ob_cl_bn") == ("Ave_Maria", ["ob", "cl", "bn"])
+    assert piece_title("19_Ave_Maria_ob_cl_bn") == "Ave_Maria"
+    members = {
+        **_urmp_piece("19_Ave_Maria_ob_cl_bn"),
+        **_urmp_piece("01_Jupiter_vn_vc"),
+        **_urmp_piece("02_Sonata_vn_vn"),
+        "Dataset/Supplementary/extra_take.wav": audio_bytes(tone(60, 0.2), "WAV"),
+        "Dataset/20 Bad Folder Name/AuMix_20_Bad.wav": audio_bytes(tone(62, 0.2), "WAV"),
+    }
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps(
+        {"train": ["01_Jupiter_vn_vc"], "val": ["19_Ave_Maria_ob_cl_bn"], "test": ["02_Sonata_vn_vn"]}))
+    with caplog.at_level(logging.INFO, logger="slotmpe"):
+        df = download_and_build(tmp_path, "urmp", "99348", make_tar_gz(members), build_urmp,
+                                {"split_file": str(split_file)})
+    ave = df[df["piece_id"] == "19_Ave_Maria_ob_cl_bn"]
+    assert ave["instrument"].tolist() == ["oboe", "clarinet", "bassoon"]
+    assert set(ave["split"]) == {"val"} and len(df) == 7
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "extra_take.wav" in warnings and "20 Bad Folder Name" in warnings
+    assert "found 3 piece folders" in caplog.text
+    # every adapter logs what it found and names unused audio: Slakh with a stem not in metadata
+    members = _slakh_track("slakh2100_flac_redux", "train", "Track00001")
+    members |= _slakh_track("slakh2100_flac_redux", "validation", "Track01501")
+    members |= _slakh_track("slakh2100_flac_redux", "test", "Track01876")
+    members["slakh2100_flac_redux/train/Track00001/stems/S09.flac"] = audio_bytes(tone(50, 1.0), "FLAC")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="slotmpe"):
+        download_and_build(tmp_path / "s", "slakh", "slakh.tar.gz", make_tar_gz(members), build_slakh, {})
+    assert "found 3 track folders" in caplog.text
+    assert "S09.flac" in " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    # MusicNet: a recording file not named by its id
+    raw = tmp_path / "mn"
+    names = {"train": "1727_A", "val": "1728_B", "test": "1729_C"}
+    for split, name in names.items():
+        folder = "test" if split == "test" else "train"
+        (raw / f"{folder}_data").mkdir(parents=True, exist_ok=True)
+        (raw / f"{folder}_labels").mkdir(parents=True, exist_ok=True)
+        sf.write(raw / f"{folder}_data" / f"{name[:4]}.wav", tone(60, 0.5, 44100), 44100)
+        (raw / f"{folder}_labels" / f"{name[:4]}.csv").write_bytes(_musicnet_labels([(0, 1000, 1, 60)]))
+    sf.write(raw / "train_data" / "1727_alternate_take.wav", tone(60, 0.5, 44100), 44100)
+    (tmp_path / "mn_split.json").write_text(json.dumps({k: [v] for k, v in names.items()}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="slotmpe"):
+        build_musicnet(raw, tmp_path / "mn_out", {"split_file": str(tmp_path / "mn_split.json")})
+    assert "found 3 recordings" in caplog.text and "1727_alternate_take.wav" in caplog.text
+
+
+def _quick_check_override() -> dict:
+    """The BabySlakh quick check's ``datasets=...`` value from the README, as Snakemake parses it."""
+    m = re.search(r"datasets='(\{slakh: \{type: slakh, url: [^']*babyslakh_16k[^']*\}\})'",
+                  (REPO / "README.md").read_text())
+    assert m, "README states the BabySlakh quick check"
+    return {"datasets": yaml.load(m.group(1), Loader=yaml.BaseLoader)}
+
+
+def test_babyslakh_layout_seeded_split_and_rendered_by_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault 2: BabySlakh's layout (no split folders, audio_rendered false everywhere) loads."""
+    tracks = [f"Track{n:05d}" for n in range(1, 8)]
+    members: dict[str, bytes] = {}
+    for t in tracks:
+        members |= _slakh_track("babyslakh_16k", "", t, ext="wav", baby=True)
+    with caplog.at_level(logging.INFO, logger="slotmpe"):
+        df = download_and_build(tmp_path, "slakh", "babyslakh_16k.tar.gz", make_tar_gz(members),
+                                build_slakh, {})
+    # rendered = the stem file exists (S00-S02), whatever the flag says; S03 has no file
+    assert len(df) == 3 * len(tracks)
+    assert sorted(df[df["piece_id"] == "Track00001"]["track_id"]) == [
+        "Track00001_S00", "Track00001_S01", "Track00001_S02"]
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "21 source(s) say audio_rendered: false but have a stem file" in warnings
+    assert "Track00001/S00" in warnings
+    # a seeded split by track: every split used, the same for the same seed, documented sizes
+    split = df.groupby("piece_id")["split"].first().to_dict()
+    assert sorted(split) == tracks
+    assert sorted(split.values()).count("val") == 1 and sorted(split.values()).count("test") == 1
+    raw = tmp_path / "raw" / "slakh"
+    again = read_manifest(build_slakh(raw, tmp_path / "again", {}))
+    assert again.groupby("piece_id")["split"].first().to_dict() == split
+    seeds = {
+        tuple(sorted(read_manifest(build_slakh(raw, tmp_path / f"s{k}", {"split_seed": k}))
+                     .groupby("piece_id")["split"].first().items()))
+        for k in range(4)
+    }
+    assert len(seeds) > 1  # the seed drives the split
+    # the README's one-line quick check is a valid config for the real archive on Zenodo
+    override = _quick_check_override()
+    cfg = apply_profile(yaml.safe_load((REPO / "config.yaml").read_text()), override)
+    validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    entry = cfg["datasets"]["slakh"]
+    assert entry["url"].startswith("https://zenodo.org/records/4603870/files/babyslakh_16k.tar.gz")
+    assert entry["md5"] == "311096dc2bde7d61c97e930edbfc7f78"
+
+
+def test_urmp_partial_copy_with_an_empty_validation_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault 5: an empty split is caught at manifest time (error, or the seeded fallback)."""
+    split = load_split()
+    train = sorted(p for p, s in split.items() if s == "train")
+    train = [train[0], next(p for p in train if piece_title(p) != piece_title(train[0]))]
+    test = sorted(p for p, s in split.items() if s == "test")[:1]
+    raw = tmp_path / "raw"
+    for piece in train + test:
+        for name, data in _urmp_piece(piece).items():
+            (raw / name).parent.mkdir(parents=True, exist_ok=True)
+            (raw / name).write_bytes(data)
+    with pytest.raises(ManifestError, match="'val' split.*empty.*fill_empty_splits"):
+        build_urmp(raw, tmp_path / "out", {"allow_missing_pieces": True})
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+    with caplog.at_level(logging.WARNING, logger="slotmpe"):
+        df = read_manifest(build_urmp(raw, tmp_path / "out", {"allow_missing_pieces": True,
+                                                              "fill_empty_splits": True}))
+    got = df.groupby("piece_id")["split"].first().to_dict()
+    assert sorted(got.values()) == ["test", "train", "val"]
+    moved = next(p for p, s in got.items() if s == "val")
+    assert moved in train and f"moved ['{moved}'] from 'train'" in caplog.text
+    again = read_manifest(build_urmp(raw, tmp_path / "again", {"allow_missing_pieces": True,
+                                                               "fill_empty_splits": True}))
+    assert again.groupby("piece_id")["split"].first().to_dict() == got  # seeded
+
+
+def test_real_manifests_hold_paths_relative_to_their_folder(tmp_path: Path) -> None:
+    """Fault 6: real adapters write paths relative to the manifest's folder; a data tree moves."""
+    pieces = {"train": ["01_Jupiter_vn_vc"], "val": ["02_Sonata_vn_vn"], "test": ["03_Dance_fl_cl"]}
+    members = {k: v for ps in pieces.values() for p in ps for k, v in _urmp_piece(p).items()}
+    (tmp_path / "split.json").write_text(json.dumps(pieces))
+    df = download_and_build(tmp_path / "w", "urmp", "99348", make_tar_gz(members), build_urmp,
+                            {"split_file": str(tmp_path / "split.json")})
+    paths = [p for col in ("stem_path", "mix_path", "notes_path") for p in df[col] if p]
+    assert paths and not any(Path(p).is_absolute() for p in paths)
+    assert all(p.startswith("../../raw/urmp/") for p in df["mix_path"])
+    assert all(p.startswith("notes/") for p in df["notes_path"])
+    shutil.move(tmp_path / "w", tmp_path / "moved")  # data/ and raw/ move together
+    moved = read_manifest(tmp_path / "moved" / "data" / "urmp" / "manifest.parquet")
+    pd.testing.assert_frame_equal(moved, df)
+    # an absolute path is refused on write and on read, naming the row and column
+    bad = df.copy()
+    bad.loc[0, "stem_path"] = str(tmp_path / "x.wav")
+    with pytest.raises(ManifestError, match="row 0: column 'stem_path'.*absolute"):
+        validate_manifest(bad, tmp_path, check_files=False)
+    bad.to_parquet(tmp_path / "old.parquet")
+    with pytest.raises(ManifestError, match="old.parquet.*absolute"):
+        read_manifest(tmp_path / "old.parquet")

@@ -6,6 +6,7 @@ non-finite audio is reported the same way everywhere: an :class:`AudioError` nam
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -17,6 +18,66 @@ from slotmpe.constants import SAMPLE_RATE
 from slotmpe.utils import atomic_path
 
 SILENCE_PEAK = 1e-6  # a file whose absolute peak is below this is considered silent
+
+_FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "WAV": (".wav", ".wave"),
+    "WAVEX": (".wav",),
+    "RF64": (".rf64",),
+    "W64": (".w64",),
+    "FLAC": (".flac",),
+    "OGG": (".ogg", ".oga"),
+    "MP3": (".mp3",),
+    "AIFF": (".aif", ".aiff", ".aifc"),
+    "AU": (".au", ".snd"),
+    "CAF": (".caf",),
+    "IRCAM": (".sf",),
+    "NIST": (".nist", ".sph"),
+    "VOC": (".voc",),
+}
+"""File extensions of the audio container formats of libsndfile (``soundfile`` format keys).
+Header-less RAW and the data/sampler formats (MAT, HTK, XI, SDS, ...) are not audio files one
+would find in a dataset and are left out."""
+OTHER_AUDIO_EXTENSIONS: tuple[str, ...] = (
+    ".m4a", ".mp4", ".aac", ".alac", ".wma", ".webm", ".mka", ".ape", ".wv", ".mpc", ".ac3",
+    ".amr", ".mp2", ".dsf", ".dff", ".opus",
+)
+"""Audio formats libsndfile never reads (AAC/ALAC in MP4, WMA, ...); ``.opus`` unless libsndfile
+has the Opus codec."""
+
+
+@functools.cache
+def readable_audio_extensions() -> tuple[str, ...]:
+    """Lower-case extensions (with the dot) of the audio formats soundfile reads on this install.
+
+    Derived from ``soundfile.available_formats()`` (MP3 needs libsndfile >= 1.1, Opus >= 1.0.29)
+    through ``_FORMAT_EXTENSIONS``; the single list every audio-file search of the package uses.
+    """
+    formats = set(sf.available_formats())
+    exts = [e for fmt, es in _FORMAT_EXTENSIONS.items() if fmt in formats for e in es]
+    if "OGG" in formats and "OPUS" in sf.available_subtypes("OGG"):
+        exts.append(".opus")
+    return tuple(sorted(set(exts)))
+
+
+def unreadable_audio_extensions() -> tuple[str, ...]:
+    """Extensions of audio formats that soundfile cannot read on this install (sorted)."""
+    known = {e for es in _FORMAT_EXTENSIONS.values() for e in es} | set(OTHER_AUDIO_EXTENSIONS)
+    return tuple(sorted(known - set(readable_audio_extensions())))
+
+
+def is_audio_file(path: str | os.PathLike[str]) -> bool:
+    """True for a file whose extension is one of :func:`readable_audio_extensions`."""
+    return Path(path).suffix.lower() in readable_audio_extensions()
+
+
+def audio_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Readable audio files directly in ``folder`` (not hidden ones), sorted by name; [] if absent."""
+    d = Path(folder)
+    if not d.is_dir():
+        return []
+    return sorted(
+        p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and is_audio_file(p)
+    )
 
 
 class AudioError(ValueError):

@@ -32,14 +32,22 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
     return out
 
 
+CHECKSUM_KEYS = frozenset({"md5", "sha256"})
+"""Keys whose values stay strings as typed (an all-digit md5 is not a number)."""
+
+
 def coerce_scalars(value: Any) -> Any:
     """Turn string leaves into YAML scalars (``"2"`` -> 2, ``"null"`` -> None, ``"1a"`` stays).
 
     Snakemake parses nested ``--config`` values with YAML's BaseLoader, which keeps every scalar
-    a string (``--config train='{max_epochs: 2}'`` gives ``{"max_epochs": "2"}``).
+    a string (``--config train='{max_epochs: 2}'`` gives ``{"max_epochs": "2"}``). Values of
+    ``CHECKSUM_KEYS`` are left as typed: YAML would turn an all-digit md5 into an integer.
     """
     if isinstance(value, Mapping):
-        return {k: coerce_scalars(v) for k, v in value.items()}
+        return {
+            k: (v if k in CHECKSUM_KEYS and isinstance(v, str) else coerce_scalars(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [coerce_scalars(v) for v in value]
     if isinstance(value, str):
@@ -63,7 +71,30 @@ def apply_profile(
         raise ConfigError(
             f"unknown profile {profile!r}; config.yaml defines: {', '.join(sorted(profiles)) or 'none'}"
         )
-    return deep_merge(deep_merge(merged, profiles[profile] or {}), overrides)
+    return normalise_checksums(deep_merge(deep_merge(merged, profiles[profile] or {}), overrides))
+
+
+def normalise_checksums(config: dict[str, Any]) -> dict[str, Any]:
+    """Write every ``datasets.*.md5`` / ``sha256`` as lower-case hex, however YAML typed it.
+
+    See :func:`slotmpe.download.checksum_hex` (which all-digit values YAML read as integers are
+    recovered, and why some cannot be). Raises :class:`ConfigError` naming the setting for a value
+    that is not 32 (md5) / 64 (sha256) hex digits. ``config`` is changed in place and returned.
+    """
+    from slotmpe.download import checksum_hex
+
+    datasets = config.get("datasets")
+    if not isinstance(datasets, Mapping):
+        return config
+    for name, entry in datasets.items():
+        if not isinstance(entry, dict):
+            continue
+        for algo in sorted(CHECKSUM_KEYS & set(entry)):
+            try:
+                entry[algo] = checksum_hex(entry[algo], algo, f"datasets.{name}.{algo}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+    return config
 
 
 def load_config(

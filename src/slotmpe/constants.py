@@ -60,6 +60,22 @@ N_POLY_CLASSES: Final[int] = 8  # polyphony classes 0..7 (counts above 7 clipped
 FAMILIES: Final[tuple[str, ...]] = ("brass", "keyboards", "strings", "woodwinds")
 FAMILY_INDEX: Final[dict[str, int]] = {f: i for i, f in enumerate(FAMILIES)}
 NON_PITCHED_FAMILY: Final[str] = "percussion"
+UNKNOWN_FAMILY: Final[str] = "unknown"
+"""Family of a user's instrument outside :data:`INSTRUMENT_FAMILY` given without a family (the
+``folder`` format's open vocabulary): such sources are in the mixture and source targets but in no
+family roll, so family-level experiments (1b, 1c) refuse a dataset that has them."""
+MANIFEST_FAMILIES: Final[tuple[str, ...]] = (*FAMILIES, NON_PITCHED_FAMILY, UNKNOWN_FAMILY)
+"""Every value the manifest's ``family`` column may take."""
+FAMILY_ALIASES: Final[dict[str, str]] = {
+    "drums": NON_PITCHED_FAMILY,
+    "drum": NON_PITCHED_FAMILY,
+    "perc": NON_PITCHED_FAMILY,
+    "keyboard": "keyboards",
+    "keys": "keyboards",
+    "string": "strings",
+    "woodwind": "woodwinds",
+}
+"""Other spellings accepted for a family (``drums`` and ``percussion`` are the same family)."""
 
 # Canonical instrument names -> family. URMP's Table II plus keyboards; electronic sources are
 # assigned to "keyboards" (synthesizers are keyboard-played electronic instruments; the family task
@@ -121,6 +137,32 @@ URMP_CODES: Final[dict[str, str]] = {
 }
 
 SPLITS: Final[tuple[str, ...]] = ("train", "val", "test")
+
+
+def canonical_family(name: str) -> str | None:
+    """Family named by ``name`` (case-insensitive, through :data:`FAMILY_ALIASES`), or None.
+
+    Accepts the four pitched families and ``percussion``/``drums``; :data:`UNKNOWN_FAMILY` is not a
+    name a user gives, so it is refused here.
+    """
+    n = name.strip().lower()
+    n = FAMILY_ALIASES.get(n, n)
+    return n if n in (*FAMILIES, NON_PITCHED_FAMILY) else None
+
+
+def family_problem(instrument: str, family: str) -> str | None:
+    """Why ``family`` cannot go with ``instrument`` in a manifest row, or None if it can.
+
+    ``family`` must be one of :data:`MANIFEST_FAMILIES`; a built-in instrument (a key of
+    :data:`INSTRUMENT_FAMILY`) must have its own family; any other instrument name may have any
+    family (the open vocabulary of users' data).
+    """
+    if family not in MANIFEST_FAMILIES:
+        return f"family {family!r} is not one of {', '.join(MANIFEST_FAMILIES)}"
+    known = INSTRUMENT_FAMILY.get(instrument)
+    if known is not None and family != known:
+        return f"family {family!r} does not match instrument {instrument!r} (family {known!r})"
+    return None
 
 
 def family_of(instrument: str) -> str:

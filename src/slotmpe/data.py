@@ -54,7 +54,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from slotmpe.constants import EMBED_DIM, MAX_SLOTS, N_PITCHES, WINDOW_FRAMES
+from slotmpe.constants import (
+    EMBED_DIM,
+    FAMILIES,
+    FAMILY_INDEX,
+    MAX_SLOTS,
+    N_PITCHES,
+    WINDOW_FRAMES,
+)
 from slotmpe.features import INDEX_COLUMNS, INDEX_NAME, N_WIDE, PIECE_KEYS, hcqt_from_cqt
 from slotmpe.utils import get_logger
 
@@ -150,6 +157,34 @@ def read_index(feature_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if missing:
         raise FeatureCacheError(f"{path}: index lacks column(s) {missing}")
     return df
+
+
+def check_family_labels(
+    feature_dir: str | os.PathLike[str], splits: tuple[str, ...], what: str
+) -> None:
+    """Refuse a cache whose ``splits`` hold a pitched source in no family (family-level tasks).
+
+    Sources of a user's instrument outside the built-in vocabulary given without a family have
+    family ``constants.UNKNOWN_FAMILY`` and are in no family roll, so a family-level experiment
+    (``what``, e.g. "experiment 1b") would learn and be scored against incomplete targets. Raises
+    :class:`FeatureCacheError` naming the cache, the count and the first tracks.
+    """
+    fdir = Path(feature_dir)
+    index = read_index(fdir)
+    missing: list[str] = []
+    for pid in index.loc[index["split"].isin(splits), "piece_id"].astype(str):
+        piece = load_piece(fdir / f"{pid}.npz")
+        for tid, fam in zip(piece["track_ids"], piece["families"], strict=True):
+            if str(fam) not in FAMILY_INDEX:
+                missing.append(str(tid))
+    if missing:
+        raise FeatureCacheError(
+            f"{fdir}: {what} is a family-level task and needs the family of every pitched source, "
+            f"but {len(missing)} source(s) of the {'/'.join(splits)} split(s) have none, e.g. "
+            f"{missing[:5]} (instruments outside the built-in vocabulary given without a family); "
+            f"add a family column ({', '.join(FAMILIES)}) to the dataset's metadata.csv and "
+            "rebuild, or run only standard and stem experiments on this dataset"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Downloading and unpacking the real datasets: resumable, checksummed, atomic, traversal-safe.
+"""Downloading the real datasets: resumable, checksummed, atomic; unpacked by :mod:`slotmpe.unpack`.
 
 * :func:`fetch` streams a URL to a file with a progress bar. Bytes go to ``dest.part``; an
   interrupted transfer is resumed with an HTTP ``Range`` request (a server that ignores ``Range``
@@ -8,15 +8,14 @@
   On a checksum mismatch the ``.part`` file is deleted and :class:`ChecksumError` names the file, the
   algorithm, the expected and the actual digest. Without a checksum the sha256 is logged so that it
   can be pinned in ``config.yaml``.
-* :func:`extract` unpacks tar (plain, gz, bz2, xz) and zip archives, detected from their content,
-  not their name (Dryad serves URMP as ``file_stream/99348``). Every member is checked first:
-  absolute paths, ``..`` components, links that point outside the destination, device files and
-  FIFOs are refused with :class:`ExtractError`. Members go to a private temporary folder beside
-  ``dest`` that is renamed onto ``dest`` only when everything succeeded; a marker file
-  (``MARKER_NAME``) records which archive was unpacked so a re-run skips the work.
 * :func:`ensure_dataset` turns one ``datasets:`` entry of ``config.yaml`` into an unpacked folder:
   an existing ``path`` is used in place, otherwise ``url`` (+ ``md5`` / ``sha256``) is fetched into
-  ``{raw_root}/downloads/`` and unpacked into ``{raw_root}/{name}/``.
+  ``{raw_root}/downloads/`` and unpacked into ``{raw_root}/{name}/`` (:func:`slotmpe.unpack.extract`).
+  The unpacked folder's marker records what it was made from (url, md5, sha256, archive name and
+  size) and the archive's ``.source.json`` the url it came from: a change of any of them
+  downloads and unpacks again (see :func:`ensure_dataset`).
+* :func:`checksum_hex` reads a configured md5/sha256 however YAML typed it (an all-digit md5
+  becomes an integer).
 
 Only the standard library (``urllib``) does network I/O; ``tqdm`` draws the progress bar.
 """
@@ -26,37 +25,46 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import lzma
 import os
 import re
-import shutil
-import stat
-import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-import zlib
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from slotmpe.utils import get_logger, ordinary_mode
+from slotmpe.unpack import (  # re-exported: the download API predates the split
+    ARCHIVE_SUFFIXES,
+    MARKER_NAME,
+    SOURCE_KEYS,
+    ExtractError,
+    archive_kind,
+    extract,
+    marker_mismatch,
+    read_marker,
+    unpack_nested,
+)
+from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
 
-MARKER_NAME = ".slotmpe_extracted.json"
-"""File written inside an extracted folder; it names the archive (name, size) it came from."""
+__all__ = [
+    "MARKER_NAME", "ChecksumError", "DatasetSourceError", "DownloadError", "ExtractError",
+    "archive_filename", "archive_kind", "checksum_hex", "ensure_dataset", "extract", "fetch",
+    "file_digest", "source_json", "source_record", "unpack_nested", "write_ready_marker",
+]
 
 USER_AGENT = "slotmpe-downloader/0.1 (+https://github.com/; research code)"
 MAX_BACKOFF_S = 60.0
 _RETRY_HTTP_CODES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
+CHECKSUM_HEX_DIGITS: Mapping[str, int] = {"md5": 32, "sha256": 64}
+SOURCE_SUFFIX = ".source.json"
+"""Beside a downloaded archive: ``{"url", "size"}`` of the download, so a changed url is noticed."""
 
 
 class DownloadError(RuntimeError):
@@ -65,10 +73,6 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """The downloaded file does not have the configured checksum; nothing was kept."""
-
-
-class ExtractError(RuntimeError):
-    """An archive is unreadable, of an unknown format, or has an unsafe member."""
 
 
 class DatasetSourceError(ValueError):
@@ -92,16 +96,64 @@ def file_digest(path: str | os.PathLike[str], algo: str = "sha256", chunk: int =
     return h.hexdigest()
 
 
-def _expected_digests(md5: str | None, sha256: str | None) -> dict[str, str]:
+def checksum_hex(value: Any, algo: str, where: str = "") -> str | None:
+    """A configured ``algo`` ("md5" or "sha256") checksum as lower-case hex, however YAML typed it.
+
+    ``None`` or ``""`` give ``None``. A string must be exactly 32 (md5) / 64 (sha256) hex digits
+    (surrounding blanks and case ignored). An integer is what YAML made of an all-digit value;
+    under YAML 1.1 (PyYAML, used by Snakemake and slotmpe) it is recovered exactly where that is
+    unambiguous:
+
+    * with exactly ``n`` decimal digits it was a decimal integer (which never starts with 0): the
+      digits are the checksum;
+    * with fewer digits the value started with ``0``: YAML 1.1 reads ``0`` + octal digits as an
+      octal number, and ``0b`` + binary digits as a binary one (``b`` is a hex digit). A binary
+      reading of ``n`` characters is below ``2**(n-2)``, so a larger integer can only be octal and
+      is written back in octal, zero-padded to ``n`` digits. A smaller one is ambiguous and raises
+      ValueError asking to quote the value in a YAML file (on the command line slotmpe keeps
+      checksums as typed: see :func:`slotmpe.config.coerce_scalars`).
+
+    Plain zero-padding of the decimal digits would be wrong here: a leading-zero value is never
+    read as decimal. ``where`` names the setting in messages. Raises ValueError (naming the
+    setting, the value and its length) for anything else.
+    """
+    n_hex = CHECKSUM_HEX_DIGITS[algo]
+    label = where or algo
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(
+            f"{label}: expected {n_hex} hex digits, got the YAML {type(value).__name__} {value!r}; "
+            "quote the checksum"
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{label}: expected {n_hex} hex digits, got the number {value}")
+        dec = str(value)
+        if len(dec) == n_hex:
+            return dec
+        octal = format(value, "o")
+        if len(dec) < n_hex and value >= 2 ** (n_hex - 2) and len(octal) < n_hex:
+            return octal.zfill(n_hex)
+        raise ValueError(
+            f"{label}: YAML read the checksum as the number {value} ({len(dec)} digits), which "
+            f"does not give {n_hex} hex digits unambiguously; quote it in the YAML file "
+            f"({algo}: '0123...')"
+        )
+    v = str(value).strip().lower()
+    if not re.fullmatch(rf"[0-9a-f]{{{n_hex}}}", v):
+        what = "hex digits" if re.fullmatch(r"[0-9a-f]*", v) else "characters (not all hex digits)"
+        raise ValueError(f"{label}: expected {n_hex} hex digits, got {len(v)} {what}: {value!r}")
+    return v
+
+
+def _expected_digests(md5: Any, sha256: Any) -> dict[str, str]:
     """Normalised ``{algo: hex}`` of the configured checksums; ValueError for malformed values."""
     out: dict[str, str] = {}
-    for algo, value, n_hex in (("md5", md5, 32), ("sha256", sha256, 64)):
-        if value is None or value == "":
-            continue
-        v = str(value).strip().lower()
-        if not re.fullmatch(rf"[0-9a-f]{{{n_hex}}}", v):
-            raise ValueError(f"{algo} checksum must be {n_hex} hex digits, got {value!r}")
-        out[algo] = v
+    for algo, value in (("md5", md5), ("sha256", sha256)):
+        v = checksum_hex(value, algo)
+        if v is not None:
+            out[algo] = v
     return out
 
 
@@ -263,193 +315,76 @@ def _download_once(
         raise _Retryable(f"connection closed after {offset + written} of {offset + body_len} bytes")
 
 
-# ------------------------------------------------------------------------------------------ extract
-def archive_kind(path: str | os.PathLike[str]) -> str:
-    """``"zip"`` or ``"tar"`` (any compression tarfile reads) from the file's content; else ExtractError."""
-    p = Path(path)
-    if not p.is_file():
-        raise ExtractError(f"{p}: archive does not exist")
-    if zipfile.is_zipfile(p):
-        return "zip"
-    try:
-        if tarfile.is_tarfile(p):
-            return "tar"
-    except (OSError, EOFError) as exc:  # truncated compressed stream
-        raise ExtractError(f"{p}: unreadable archive ({exc})") from exc
-    with open(p, "rb") as f:
-        head = f.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
-        raise ExtractError(
-            f"{p}: the server sent a web page / JSON document, not an archive (a login, consent "
-            "or landing page?); download the archive by hand and set the dataset's `path:`, or "
-            "configure a direct file URL"
-        )
-    raise ExtractError(f"{p}: not a tar(.gz/.bz2/.xz) or zip archive")
-
-
-def _safe_relpath(name: str, archive: Path) -> PurePosixPath:
-    """The member name as a relative POSIX path; ExtractError for absolute or ``..`` names."""
-    n = name.replace("\\", "/")
-    if n.startswith("/") or re.match(r"^[A-Za-z]:", n):
-        raise ExtractError(f"{archive}: refusing member {name!r}: absolute path")
-    parts = [p for p in n.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ExtractError(f"{archive}: refusing member {name!r}: '..' escapes the destination")
-    return PurePosixPath(*parts) if parts else PurePosixPath(".")
-
-
-def _inside(root: Path, path: Path) -> bool:
-    """Whether ``path`` (resolved, following existing symlinks) lies inside ``root`` (resolved)."""
-    r = os.path.realpath(root)
-    p = os.path.realpath(path)
-    return p == r or p.startswith(r + os.sep)
-
-
-def _check_link(root: Path, member_rel: PurePosixPath, target: str, archive: Path, name: str) -> None:
-    """Refuse a symlink whose target is absolute or resolves outside ``root``."""
-    t = target.replace("\\", "/")
-    if t.startswith("/") or re.match(r"^[A-Za-z]:", t):
-        raise ExtractError(f"{archive}: refusing symlink {name!r} -> {target!r}: absolute target")
-    joined = os.path.normpath(os.path.join(str(root), str(member_rel.parent), t))
-    if not _inside(root, Path(joined)):
-        raise ExtractError(f"{archive}: refusing symlink {name!r} -> {target!r}: escapes the destination")
-
-
-def _extract_tar(archive: Path, root: Path) -> int:
-    """Check and extract every member of a tar archive into ``root``; returns the member count."""
-    n = 0
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            for m in tf:  # streaming: one forward pass, even for .tar.gz
-                rel = _safe_relpath(m.name, archive)
-                if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-                    raise ExtractError(f"{archive}: refusing member {m.name!r}: device file or FIFO")
-                if m.issym():
-                    _check_link(root, rel, m.linkname, archive, m.name)
-                elif m.islnk():
-                    target = _safe_relpath(m.linkname, archive)
-                    if not _inside(root, root / target):
-                        raise ExtractError(
-                            f"{archive}: refusing hard link {m.name!r} -> {m.linkname!r}: escapes"
-                        )
-                if not _inside(root, root / rel.parent):
-                    raise ExtractError(
-                        f"{archive}: refusing member {m.name!r}: its folder resolves outside the "
-                        "destination (through a link)"
-                    )
-                try:
-                    tf.extract(m, root, set_attrs=not m.isdir(), filter="data")
-                except tarfile.FilterError as exc:  # defence in depth (Python's 'data' filter)
-                    raise ExtractError(f"{archive}: refusing member {m.name!r}: {exc}") from exc
-                n += 1
-            # Drain the (decompressed) stream: a truncated .gz/.bz2/.xz fails here (tarfile itself
-            # stops silently at a truncated header); the end-of-archive zero blocks must follow.
-            rest = 0
-            while True:
-                buf = tf.fileobj.read(1 << 20)
-                if not buf:
-                    break
-                rest += len(buf)
-            if rest < tarfile.BLOCKSIZE:
-                raise ExtractError(f"{archive}: truncated tar archive (no end-of-archive marker)")
-    except (tarfile.ReadError, EOFError, OSError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
-        raise ExtractError(f"{archive}: corrupt or truncated tar archive ({exc})") from exc
-    return n
-
-
-def _extract_zip(archive: Path, root: Path) -> int:
-    """Check every member of a zip archive, then extract them into ``root``; returns the count.
-
-    Zip symlink entries inside the destination are written as small regular files holding the
-    link target (what :mod:`zipfile` does); ones pointing outside are refused.
-    """
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for zi in infos:
-                rel = _safe_relpath(zi.filename, archive)
-                mode = zi.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    target = zf.read(zi).decode("utf-8", "replace")
-                    _check_link(root, rel, target, archive, zi.filename)
-                elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)):
-                    raise ExtractError(f"{archive}: refusing member {zi.filename!r}: device file or FIFO")
-            for zi in infos:
-                zf.extract(zi, root)
-            return len(infos)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ExtractError(f"{archive}: corrupt zip archive ({exc})") from exc
-
-
-def _marker_payload(archive: Path) -> dict[str, Any]:
-    st = archive.stat()
-    return {"archive": archive.name, "size": st.st_size}
-
-
-def _marker_matches(dest: Path, archive: Path) -> bool:
-    """Whether ``dest`` holds a marker of an earlier :func:`extract` of this very ``archive``."""
-    try:
-        old = json.loads((dest / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    if not archive.is_file() or not isinstance(old, dict):
-        return False
-    return all(old.get(k) == v for k, v in _marker_payload(archive).items())
-
-
-def extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
-    """Unpack ``archive`` (tar/tar.gz/tgz/tar.bz2/tar.xz/zip) into the folder ``dest``; return ``dest``.
-
-    Skips the work if ``dest`` holds a marker for the same archive (name and size). A ``dest`` made
-    by an earlier call for another archive is replaced; a ``dest`` that was not made by this
-    function is never touched (:class:`ExtractError`). Unsafe members (absolute paths, ``..``,
-    links escaping ``dest``, device files) raise :class:`ExtractError` and leave nothing behind.
-    """
-    archive = Path(archive)
-    dest = Path(dest)
-    marker = dest / MARKER_NAME
-    payload = _marker_payload(archive) if archive.is_file() else None
-    if payload is None:
-        raise ExtractError(f"{archive}: archive does not exist")
-    if marker.is_file():
-        if _marker_matches(dest, archive):
-            log.info("%s already unpacked into %s; skipping", archive.name, dest)
-            return dest
-    elif dest.exists():
-        raise ExtractError(
-            f"{dest} exists but was not unpacked by slotmpe (no {MARKER_NAME}); remove it, or set "
-            "the dataset's `path:` to it in config.yaml to use it in place"
-        )
-    kind = archive_kind(archive)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.extract-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # debris of a killed earlier run
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
-    try:
-        n = _extract_tar(archive, tmp) if kind == "tar" else _extract_zip(archive, tmp)
-        (tmp / MARKER_NAME).write_text(json.dumps({**payload, "members": n}, indent=1))
-        if dest.exists():  # made by us for another archive (checked above)
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old_dir / "d")
-            shutil.rmtree(old_dir, ignore_errors=True)
-        os.chmod(tmp, ordinary_mode(is_dir=True))
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("unpacked %s (%d members) into %s", archive.name, n, dest)
-    return dest
-
-
 # ------------------------------------------------------------------------------------ ensure_dataset
 def archive_filename(name: str, url: str) -> str:
     """File name for a downloaded archive: the URL's basename if it looks like an archive, else
     ``{name}-{basename}`` (the format is detected from the content when unpacking)."""
     base = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "download"
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base)
-    if base.lower().endswith(_ARCHIVE_SUFFIXES):
+    if base.lower().endswith(ARCHIVE_SUFFIXES):
         return base
     return f"{name}-{base}"
+
+
+def source_record(dscfg: Mapping[str, Any], name: str = "") -> dict[str, Any]:
+    """``{"url", "md5", "sha256"}`` of a ``datasets:`` entry, normalised (``None`` where unset).
+
+    This is what an unpacked folder's marker records and what the workflow's download rule takes
+    as a parameter, so that a change of any of them makes Snakemake run the download again and
+    rebuild everything downstream. Malformed checksums raise ValueError naming the setting.
+    """
+    where = f"datasets.{name}." if name else ""
+    return {
+        "url": str(dscfg["url"]) if dscfg.get("url") else None,
+        "md5": checksum_hex(dscfg.get("md5"), "md5", f"{where}md5"),
+        "sha256": checksum_hex(dscfg.get("sha256"), "sha256", f"{where}sha256"),
+    }
+
+
+def _source_file(archive: Path) -> Path:
+    return archive.with_name(archive.name + SOURCE_SUFFIX)
+
+
+def _forget_foreign_archive(archive: Path, url: str, expected: Mapping[str, str]) -> None:
+    """Delete a downloaded ``archive`` that came from another url (or from an unknown one) when
+    no checksum can prove it is the configured file; with a checksum :func:`fetch` verifies it."""
+    if not archive.exists() or expected:
+        return
+    try:
+        came_from = json.loads(_source_file(archive).read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        came_from = None
+    if came_from != url:
+        log.warning(
+            "%s was downloaded from %s, not %s, and no checksum is configured: downloading again",
+            archive, came_from or "an unrecorded url", url,
+        )
+        archive.unlink()
+        _source_file(archive).unlink(missing_ok=True)
+
+
+def _check_path_source(name: str, p: Path, want: Mapping[str, Any]) -> None:
+    """A configured ``path`` that slotmpe unpacked must come from the configured url/checksums."""
+    old = read_marker(p) if p.is_dir() else None
+    configured = {k: v for k, v in want.items() if v}
+    if old is None:
+        if configured:
+            log.info(
+                "dataset %s: %s is used as it is; the configured %s cannot be checked against it",
+                name, p, "/".join(configured),
+            )
+        return
+    if not any(k in old for k in SOURCE_KEYS):
+        log.warning("dataset %s: %s was unpacked by an older slotmpe (source not recorded)", name, p)
+        return
+    bad = {k: (old.get(k), v) for k, v in configured.items() if old.get(k) != v}
+    if bad:
+        details = "; ".join(f"{k}: unpacked from {o!r}, configured {v!r}" for k, (o, v) in bad.items())
+        raise DatasetSourceError(
+            f"dataset {name!r}: the folder given as path ({p}) was unpacked from another source "
+            f"({details}). Remove datasets.{name}.path to download the configured archive, or make "
+            "url/md5/sha256 match the folder."
+        )
 
 
 def ensure_dataset(
@@ -463,29 +398,39 @@ def ensure_dataset(
     ``dscfg`` keys: ``path`` (an already unpacked copy, used in place when it exists), ``url``,
     ``md5`` / ``sha256`` (optional checksums of the archive), ``filename`` (optional archive file
     name), ``nested_archives`` (unpack archives found inside the archive, see
-    :func:`unpack_nested`), ``type``. Without a checksum, a download that does not unpack is
-    deleted (it may be truncated: servers that stream generated archives send no length). ``name`` (default ``dscfg["name"]`` or ``dscfg["type"]``) names the folder
-    ``{raw_root}/{name}/`` the archive is unpacked into; the archive itself is kept in
-    ``{raw_root}/downloads/`` (so a re-run neither downloads nor unpacks again).
+    :func:`unpack_nested`), ``type``. ``name`` (default ``dscfg["name"]`` or ``dscfg["type"]``)
+    names the folder ``{raw_root}/{name}/`` the archive is unpacked into; the archive itself is
+    kept in ``{raw_root}/downloads/`` with a ``.source.json`` naming its url.
     ``fetch_kwargs`` go to :func:`fetch` (``retries``, ``backoff``, ``timeout``, ``progress``).
+
+    Cache invalidation: the folder is re-used only while its marker records the configured url,
+    md5 and sha256 (:func:`source_record`) and, where the archive is still there, its size.
+    Otherwise the archive is fetched again (kept only if it verifies against the configured
+    checksums, or, without checksums, if it came from the same url) and unpacked again. Only
+    pinning a checksum on a folder that had none, or a folder whose marker predates source
+    records (the same archive still there and verifying), updates the marker without unpacking. With ``path``, a folder slotmpe unpacked must record the
+    configured url/checksums (:class:`DatasetSourceError` otherwise); other folders are used as
+    they are. Without a checksum, a download that does not unpack is deleted (it may be truncated).
     Raises :class:`DatasetSourceError` if there is neither an existing ``path`` nor a ``url``.
     """
     name = name or dscfg.get("name") or dscfg.get("type")
     if not name:
         raise DatasetSourceError(f"dataset entry {dict(dscfg)!r} has no name/type")
+    want = source_record(dscfg, str(name))
     path = dscfg.get("path")
     if path:
         p = Path(str(path)).expanduser()
         if p.exists():
+            _check_path_source(str(name), p, want)
             log.info("dataset %s: using %s in place (no download)", name, p)
             return p
-        if not dscfg.get("url"):
+        if not want["url"]:
             raise DatasetSourceError(
                 f"dataset {name!r}: configured path {p} does not exist and no url is configured "
                 f"(set datasets.{name}.path to an unpacked copy or datasets.{name}.url)"
             )
         log.warning("dataset %s: configured path %s does not exist; downloading instead", name, p)
-    url = dscfg.get("url")
+    url = want["url"]
     if not url:
         raise DatasetSourceError(
             f"dataset {name!r}: neither `path` nor `url` is configured; set datasets.{name}.url "
@@ -495,38 +440,70 @@ def ensure_dataset(
     fname = dscfg.get("filename") or archive_filename(str(name), str(url))
     archive = raw_root / "downloads" / str(fname)
     dest = raw_root / str(name)
-    marker = dest / MARKER_NAME
-    if marker.is_file() and not archive.exists():
-        log.info("dataset %s: already unpacked in %s (archive since removed); using it", name, dest)
+    expected = {k: want[k] for k in ("md5", "sha256") if want[k]}
+    old = read_marker(dest)
+    if old is not None:
+        same_source = all(old.get(k) == want[k] for k in SOURCE_KEYS)
+        if same_source and old.get("archive") == archive.name and not archive.exists():
+            log.info("dataset %s: already unpacked in %s (archive since removed); using it", name, dest)
+            return dest
+        if same_source and marker_mismatch(dest, archive, want) is None:
+            # the archive was verified before it was unpacked: no need to hash gigabytes again
+            log.info("dataset %s: %s already downloaded and unpacked in %s", name, archive.name, dest)
+            return dest
+        log.warning(
+            "dataset %s: %s was unpacked from %s (md5 %s, sha256 %s, %s, %s bytes); the config now "
+            "says %s (md5 %s, sha256 %s): downloading and unpacking again",
+            name, dest, old.get("url"), old.get("md5"), old.get("sha256"), old.get("archive"),
+            old.get("size"), url, want["md5"], want["sha256"],
+        )
+    _forget_foreign_archive(archive, str(url), expected)
+    fetch(str(url), archive, md5=want["md5"], sha256=want["sha256"], **fetch_kwargs)
+    with atomic_path(_source_file(archive)) as tmp:
+        tmp.write_text(json.dumps({"url": url, "size": archive.stat().st_size}, indent=1))
+    if (
+        old is not None and expected and not old.get("md5") and not old.get("sha256")
+        and old.get("url", url) == url and old.get("archive") == archive.name
+        and old.get("size") == archive.stat().st_size
+    ):
+        # a checksum was pinned on a folder unpacked without one (or by a slotmpe that recorded
+        # no source), and the very archive it was unpacked from (name, size) verified
+        with atomic_path(dest / MARKER_NAME) as tmp:
+            tmp.write_text(json.dumps({**old, **want}, indent=1))
+        log.info("dataset %s: checksum pinned; the verified archive's unpacked data are kept", name)
         return dest
-    if _marker_matches(dest, archive):
-        # the archive was verified before it was unpacked: no need to hash gigabytes again
-        log.info("dataset %s: %s already downloaded and unpacked in %s", name, archive.name, dest)
-        return dest
-    fetch(str(url), archive, md5=dscfg.get("md5"), sha256=dscfg.get("sha256"), **fetch_kwargs)
     try:
-        out = extract(archive, dest)
+        out = extract(archive, dest, source=want)
     except ExtractError as exc:
-        if dscfg.get("md5") or dscfg.get("sha256"):
+        if expected:
             raise
         # unverified download (no checksum): a truncated transfer would otherwise be re-used forever
         archive.unlink(missing_ok=True)
+        _source_file(archive).unlink(missing_ok=True)
         raise ExtractError(f"{exc} -- the unverified download {archive} was deleted; run again") from exc
     if dscfg.get("nested_archives"):
         unpack_nested(out)
     return out
 
 
-def unpack_nested(root: str | os.PathLike[str]) -> list[Path]:
-    """Unpack every archive file (by suffix: zip, tar, tar.gz, ...) found inside ``root`` into a
-    folder beside it named like the archive without its suffix (e.g. a Zenodo "files-archive" zip
-    that holds the dataset's own zip). Each inner unpack is atomic and marked like :func:`extract`.
-    Returns the folders unpacked (or found already unpacked)."""
-    out = []
-    for inner in sorted(Path(root).rglob("*")):
-        name = inner.name.lower()
-        suffix = next((s for s in _ARCHIVE_SUFFIXES if name.endswith(s)), None)
-        if suffix is None or not inner.is_file():
-            continue
-        out.append(extract(inner, inner.with_name(inner.name[: -len(suffix)] or "unpacked")))
-    return out
+def source_json(dscfg: Mapping[str, Any], name: str) -> str:
+    """:func:`source_record` plus the ``path`` of a ``datasets:`` entry as canonical JSON.
+
+    The workflow's download rule takes it as a parameter, so Snakemake reruns the download (and
+    everything downstream) when the url, a checksum or the path changes.
+    """
+    rec = {**source_record(dscfg, name), "path": str(dscfg["path"]) if dscfg.get("path") else None}
+    return json.dumps(rec, sort_keys=True)
+
+
+def write_ready_marker(marker: Path, folder: Path, source: str) -> Path:
+    """Write the workflow's ``{raw_root}/{dataset}.ready`` marker (atomically): the ``source``
+    (:func:`source_json`), the unpacked ``folder`` and what its unpack marker records."""
+    record = {
+        "source": json.loads(source),
+        "folder": str(folder),
+        "unpacked": read_marker(folder),
+    }
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    return marker

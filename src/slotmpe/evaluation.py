@@ -155,6 +155,10 @@ def collect(
     (``progress``: a tqdm bar over the files on stderr)."""
     from tqdm.auto import tqdm
 
+    if exp.target_kind == "family":
+        from slotmpe.data import check_family_labels
+
+        check_family_labels(dataset.feature_dir, (dataset.split,), f"experiment {exp.name}")
     res = SplitResults()
     for i in tqdm(range(len(dataset)), desc=f"{exp.name} files", unit="file", disable=not progress):
         item = dataset[i]

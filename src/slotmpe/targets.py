@@ -37,6 +37,7 @@ from slotmpe.constants import (
     N_PITCHES,
     N_POLY_CLASSES,
     SAMPLE_RATE,
+    UNKNOWN_FAMILY,
 )
 from slotmpe.utils import get_logger
 
@@ -123,7 +124,8 @@ def targets_from_rolls(source_rolls: np.ndarray, families: Sequence[str]) -> Pie
 
     Args:
         source_rolls: bool ``(S, 72, T)`` for the pitched sources of a piece.
-        families: family name of each source, one of ``constants.FAMILIES``.
+        families: family name of each source, one of ``constants.FAMILIES`` or
+            ``constants.UNKNOWN_FAMILY`` (such a source is in no family roll).
     """
     source_rolls = np.asarray(source_rolls, dtype=bool)
     if source_rolls.ndim != 3 or source_rolls.shape[1] != N_PITCHES:
@@ -133,8 +135,12 @@ def targets_from_rolls(source_rolls: np.ndarray, families: Sequence[str]) -> Pie
     n_frames = source_rolls.shape[2]
     family_rolls = np.zeros((len(FAMILIES), N_PITCHES, n_frames), dtype=bool)
     for roll, fam in zip(source_rolls, families, strict=True):
+        if fam == UNKNOWN_FAMILY:
+            continue  # user data without a family: in no family roll (family tasks refuse it)
         if fam not in FAMILY_INDEX:
-            raise ValueError(f"pitched source has family {fam!r}; expected one of {FAMILIES}")
+            raise ValueError(
+                f"pitched source has family {fam!r}; expected one of {FAMILIES} or {UNKNOWN_FAMILY!r}"
+            )
         family_rolls[FAMILY_INDEX[fam]] |= roll
     mix_roll = (
         source_rolls.any(axis=0) if len(families) else np.zeros((N_PITCHES, n_frames), dtype=bool)

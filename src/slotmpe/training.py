@@ -469,6 +469,10 @@ def train_experiment(
 
     exp = get_experiment(exp_name)
     feature_dir, out_dir = Path(feature_dir), Path(out_dir)
+    if exp.target_kind == "family":
+        from slotmpe.data import check_family_labels
+
+        check_family_labels(feature_dir, ("train", "val"), f"experiment {exp.name}")
     weights = default_loss_weights(exp, cfg.loss_weights)
     terms = logged_terms(exp)
     if cfg.selection_metric != "total" and cfg.selection_metric not in terms:

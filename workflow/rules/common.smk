@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from slotmpe.config import apply_profile, table3_rows
+from slotmpe.download import source_json
 from slotmpe.experiments import EXPERIMENTS, get_experiment
 
 # Apply the profile overlay, then re-apply the command-line --config on top so it always wins.
@@ -35,6 +36,11 @@ wildcard_constraints:
 def dataset_cfg(wildcards):
     """The config entry of the wildcard's dataset."""
     return config["datasets"][wildcards.dataset]
+
+
+def dataset_source(wildcards):
+    """Where a real dataset comes from (url, checksums, path), as a canonical JSON string."""
+    return source_json(dataset_cfg(wildcards), wildcards.dataset)
 
 
 def download_marker(wildcards):

@@ -1,12 +1,15 @@
 # Raw data: download + unpack the real datasets, render the embedded ones, adapt everything to the
-# manifest schema of DESIGN.md.
+# manifest schema of DESIGN.md. The download marker records the dataset's source (url, md5,
+# sha256, path) and the `source` param holds it too: changing any of them reruns the download
+# (Snakemake's params rerun trigger) and so everything downstream of the manifest.
 
 
 rule download_dataset:
     output:
-        marker=touch(f"{config['raw_root']}/{{dataset}}.ready"),
+        marker=f"{config['raw_root']}/{{dataset}}.ready",
     params:
         dscfg=dataset_cfg,
+        source=dataset_source,
         raw_root=lambda wildcards, output: Path(output.marker).parent,
     log:
         "logs/download/{dataset}.log",

@@ -7,7 +7,8 @@ Expected layout (one subfolder per piece)::
       split.csv             optional: piece,split   (split in train/val/test)
       song_a/
         mix.wav             optional; summed from the stems when absent
-        stems/violin_1.wav  one audio file per source (wav/flac/ogg/aiff; any sample rate; mono or stereo)
+        stems/violin_1.wav  one audio file per source (any format of ``audio.readable_audio_extensions``;
+                            any sample rate; mono or stereo)
         violin_1.csv        notes of that stem: onset_s,offset_s,midi   (or violin_1.mid / .midi)
         metadata.csv        optional, same columns, overrides the top-level one for this piece
       song_b/ ...
@@ -15,18 +16,34 @@ Expected layout (one subfolder per piece)::
 Rules (every violation raises :class:`~slotmpe.datasets.manifest.ManifestError` or
 :class:`~slotmpe.audio.AudioError` naming the file and the problem):
 
+* Audio files are found by extension: :func:`slotmpe.audio.readable_audio_extensions`, derived
+  from what soundfile/libsndfile reads on this install (WAV, FLAC, OGG/Opus, MP3, AIFF, ...).
+  Every file in ``stems/`` is accounted for: an audio format this install cannot read
+  (``.m4a``, ``.wma``, ...) or two stems with the same name (``flute.wav`` and ``flute.flac``)
+  are errors, any other unused file (e.g. ``readme.txt``, a notes file without a stem) is named in
+  a warning; hidden files (``.DS_Store``) are skipped. Notes files in the piece folder or
+  ``notes/`` that match no stem are named in a warning too.
 * Notes of stem ``<track>`` are looked up as ``<piece>/<track>.csv``, ``.mid``, ``.midi``, then the
   same names in ``<piece>/stems/`` and ``<piece>/notes/``. CSV files are used in place; MIDI files
-  are converted with pretty_midi (every non-drum instrument of the file; zero-length MIDI notes are
-  dropped with a warning) to ``out_dir/notes/<piece>/<track>.csv``.
-* Instruments: the ``instrument`` column of ``metadata.csv``; without one, the track name,
-  lower-cased with trailing numbers removed (``Violin 2`` -> ``violin``), through
-  :data:`INSTRUMENT_ALIASES` and the URMP codes (``vn`` -> ``violin``). A name that is not a key of
-  ``constants.INSTRUMENT_FAMILY`` is an error. ``family`` (if given) must agree with the instrument.
-  ``pitched`` defaults to False for ``drums`` and True otherwise; pitched stems need a notes file,
-  non-pitched stems have none (a notes file beside them is ignored).
-* Audio is used in place (the manifest holds absolute paths to the original files); the feature
-  step reads it with ``slotmpe.audio.load_audio``, which down-mixes to mono and resamples to 16 kHz.
+  are read with :func:`slotmpe.midi.read_midi_notes` (tempo map merged from every track, note-offs
+  paired first-in first-out, unclosed notes ended at the end of the file; every non-drum note of
+  the file) and written to ``out_dir/notes/<piece>/<track>.csv``.
+* Instruments (open vocabulary): the ``instrument`` column of ``metadata.csv``, else the track
+  name without a trailing number (``Violin 2`` -> ``Violin``). A name of the built-in vocabulary
+  (``constants.INSTRUMENT_FAMILY``, matched case-insensitively, through :data:`INSTRUMENT_ALIASES`
+  and the URMP codes: ``vn`` -> ``violin``) is stored canonically with its family; a ``family``
+  column that names another family is an error. Any other name (``saw_lead``, ``Rhodes``) keeps
+  its spelling and takes the ``family`` given (brass, keyboards, strings, woodwinds, or
+  percussion, alias drums), or ``constants.UNKNOWN_FAMILY`` without one: such a stem is in the
+  mixture and source targets, and family-level experiments (1b, 1c) refuse the dataset with a
+  message saying so. ``pitched`` defaults to False for the percussion family and True otherwise;
+  pitched stems need a notes file, non-pitched stems have none (a notes file beside them is
+  ignored).
+* Ids: piece and track ids keep the letters and digits of any script (``ヴァイオリン``), other
+  characters become ``_``; names whose ids would collide get a hash suffix
+  (:mod:`slotmpe.datasets.ids`). Folder and track names are matched NFC-normalised.
+* Audio is used in place (the manifest refers to the original files); the feature step reads it
+  with ``slotmpe.audio.load_audio``, which down-mixes to mono and resamples to 16 kHz.
   Only a missing mix is written: the sum of the mono stems (resampled to 16 kHz if their rates
   differ), as a float WAV ``out_dir/audio/<piece>/mix.wav``. Stems of one piece whose lengths
   differ by at most ``DURATION_TOL_S`` are zero-padded for that sum (with a warning); larger
@@ -44,6 +61,7 @@ catch unreadable, empty or non-finite audio).
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -51,31 +69,42 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from slotmpe.audio import load_audio, resample
+from slotmpe.audio import (
+    audio_files,
+    load_audio,
+    readable_audio_extensions,
+    resample,
+    unreadable_audio_extensions,
+)
 from slotmpe.constants import (
+    FAMILIES,
     INSTRUMENT_FAMILY,
     NON_PITCHED_FAMILY,
     SAMPLE_RATE,
     SPLITS,
+    UNKNOWN_FAMILY,
     URMP_CODES,
+    canonical_family,
 )
+from slotmpe.datasets.ids import safe_id, unique_ids
 from slotmpe.datasets.manifest import (
     DURATION_TOL_S,
     ManifestError,
     audio_duration,
-    read_midi,
     read_notes,
     relative_path,
     write_manifest,
     write_notes,
 )
 from slotmpe.datasets.splits import PieceInfo, assign_splits
+from slotmpe.midi import MidiError, read_midi_notes
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 NOTES_EXTENSIONS = (".csv", ".mid", ".midi")
+TABLE_NAMES = frozenset({"metadata.csv", "split.csv"})
+"""CSV files of the layout that are not notes files."""
 INSTRUMENT_ALIASES: dict[str, str] = {
     **URMP_CODES,
     "drum": "drums",
@@ -108,10 +137,16 @@ DEFAULTS: dict[str, Any] = {
     "test_fraction": 0.15,
     "check_audio": True,
 }
+ACCEPTED_FAMILIES = (*FAMILIES, NON_PITCHED_FAMILY)
+"""Families a metadata.csv may name (``drums`` is accepted for ``percussion``)."""
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 def canonical_instrument(name: str) -> str | None:
-    """Canonical instrument of a track or metadata name, or None if unknown.
+    """Built-in instrument named by a track or metadata name, or None if it is not one.
 
     Lower-cases, turns spaces/hyphens into ``_``, tries the name, then without trailing digits
     (``violin_2`` -> ``violin``), through :data:`INSTRUMENT_ALIASES`.
@@ -125,9 +160,44 @@ def canonical_instrument(name: str) -> str | None:
     return None
 
 
-def _safe_id(text: str) -> str:
-    """File-name-safe id (``[A-Za-z0-9._-]``, starting with a letter or digit)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.-") or "x"
+def resolve_instrument(
+    track: str, meta: dict[str, str], where: str
+) -> tuple[str, str, bool]:
+    """``(instrument, family, pitched)`` of a stem from its name and metadata row (module doc).
+
+    ``meta`` holds the metadata cells of the track (possibly empty); ``where`` names the source
+    for error messages. Raises :class:`ManifestError` for an unknown family name, a family that
+    contradicts a built-in instrument, a bad ``pitched`` cell, or a pitched percussion stem.
+    """
+    given = meta.get("instrument", "")
+    name = _nfc(given or track).strip()
+    fam_cell = meta.get("family", "")
+    family_given = canonical_family(fam_cell) if fam_cell else None
+    if fam_cell and family_given is None:
+        raise ManifestError(
+            f"{where}: family {fam_cell!r} is not one of {', '.join(ACCEPTED_FAMILIES)} "
+            f"(or drums); leave it empty if none fits"
+        )
+    canon = canonical_instrument(name)
+    if canon is not None:
+        instrument, family = canon, INSTRUMENT_FAMILY[canon]
+        if family_given is not None and family_given != family:
+            raise ManifestError(
+                f"{where}: family {fam_cell!r} contradicts instrument {instrument!r} "
+                f"(family {family!r})"
+            )
+    else:
+        instrument = name if given else (re.sub(r"[\s_-]*\d+$", "", name) or name)
+        family = family_given or UNKNOWN_FAMILY
+    pitched = family != NON_PITCHED_FAMILY
+    if meta.get("pitched"):
+        pitched = _parse_bool(meta["pitched"], where)
+        if pitched and family == NON_PITCHED_FAMILY:
+            raise ManifestError(
+                f"{where}: instrument {instrument!r} of family {family!r} cannot be pitched; "
+                "give it the family the model should learn, or none"
+            )
+    return instrument, family, pitched
 
 
 def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -144,15 +214,16 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _metadata(path: Path, piece: str | None) -> dict[str, dict[str, str]]:
-    """Rows of a metadata.csv keyed by track (rows with a ``piece`` column apply to that piece only)."""
+    """Rows of a metadata.csv keyed by NFC track name (rows with a ``piece`` apply to that piece)."""
     if not path.is_file():
         return {}
     df = _read_table(path, ("track", "instrument"))
     out: dict[str, dict[str, str]] = {}
     for _, r in df.iterrows():
-        if "piece" in df.columns and r["piece"] and piece is not None and r["piece"] != piece:
-            continue
-        out[r["track"]] = {k: str(v) for k, v in r.items()}
+        if "piece" in df.columns and r["piece"] and piece is not None:
+            if _nfc(r["piece"]) != _nfc(piece):
+                continue
+        out[_nfc(r["track"])] = {k: str(v) for k, v in r.items()}
     return out
 
 
@@ -167,19 +238,19 @@ def _parse_bool(value: str, where: str) -> bool:
 
 
 def midi_to_notes(path: Path) -> pd.DataFrame:
-    """Notes ``(n, 3)`` (onset_s, offset_s, midi) of all non-drum instruments of a MIDI file."""
-    pm = read_midi(path)
-    rows = [
-        (n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum for n in inst.notes
-    ]
-    df = pd.DataFrame(rows, columns=["onset_s", "offset_s", "midi"])
-    bad = df["offset_s"] <= df["onset_s"]
-    if bad.any():
-        log.warning("%s: dropped %d zero-length MIDI note(s)", path, int(bad.sum()))
-        df = df[~bad]
-    if len(df) == 0 and any(inst.is_drum and inst.notes for inst in pm.instruments):
+    """Notes ``(n, 3)`` (onset_s, offset_s, midi) of all non-drum notes of a MIDI file.
+
+    Read with :func:`slotmpe.midi.read_midi_notes` (its timing and pairing rules); a file with only
+    drum notes raises :class:`ManifestError`.
+    """
+    try:
+        notes = read_midi_notes(path)
+    except MidiError as exc:
+        raise ManifestError(str(exc)) from exc
+    pitched = notes[~notes["is_drum"]]
+    if len(pitched) == 0 and len(notes):
         raise ManifestError(f"{path}: MIDI file holds only drum notes, no pitched notes")
-    return df.reset_index(drop=True)
+    return pitched[["onset_s", "offset_s", "midi"]].reset_index(drop=True)
 
 
 def _find_notes(piece_dir: Path, track: str) -> Path | None:
@@ -192,13 +263,77 @@ def _find_notes(piece_dir: Path, track: str) -> Path | None:
     return None
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    """Audio files of a folder (by extension), sorted by name."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+def _unreadable_error(path: Path, what: str) -> ManifestError:
+    return ManifestError(
+        f"{path}: {what} in a format soundfile (libsndfile {sf.__libsndfile_version__}) cannot "
+        f"read on this install; convert it to one of {', '.join(readable_audio_extensions())}"
     )
+
+
+def _stems(piece_dir: Path) -> list[Path]:
+    """Stem audio files of a piece; every other file of ``stems/`` is an error or a warning."""
+    folder = piece_dir / "stems"
+    stems = audio_files(folder)
+    if not folder.is_dir():
+        return stems
+    by_name: dict[str, Path] = {}
+    for p in stems:
+        key = _nfc(p.stem)
+        if key in by_name:
+            raise ManifestError(
+                f"{p}: two stems named {p.stem!r} ({by_name[key].name} and {p.name}); keep one"
+            )
+        by_name[key] = p
+    unused = []
+    bad = unreadable_audio_extensions()
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p in stems:
+            continue
+        if p.is_file() and p.suffix.lower() in bad:
+            raise _unreadable_error(p, "stem audio (its notes would be missing from every target)")
+        if p.is_file() and p.suffix.lower() in NOTES_EXTENSIONS and _nfc(p.stem) in by_name:
+            continue  # notes of a stem
+        unused.append(p.name + ("/" if p.is_dir() else ""))
+    if unused:
+        log.warning(
+            "%s: %d file(s) not used (no readable stem audio of that name): %s",
+            folder, len(unused), ", ".join(unused),
+        )
+    return stems
+
+
+def _warn_orphan_notes(piece_dir: Path, stems: list[Path]) -> None:
+    """Name the notes files of the piece folder and ``notes/`` that match no stem."""
+    names = {_nfc(p.stem) for p in stems}
+    orphans = [
+        p
+        for d in (piece_dir, piece_dir / "notes")
+        if d.is_dir()
+        for p in sorted(d.iterdir())
+        if p.is_file()
+        and p.suffix.lower() in NOTES_EXTENSIONS
+        and p.name.lower() not in TABLE_NAMES
+        and _nfc(p.stem) not in names
+    ]
+    if orphans:
+        log.warning(
+            "%s: %d notes file(s) match no stem in stems/ and are not used: %s",
+            piece_dir, len(orphans), ", ".join(str(p.relative_to(piece_dir)) for p in orphans),
+        )
+
+
+def _mix_file(piece_dir: Path) -> Path | None:
+    """The piece's own ``mix.<ext>`` (None if absent); two mixes or an unreadable one are errors."""
+    mixes = [p for p in audio_files(piece_dir) if p.stem.lower() == "mix"]
+    if len(mixes) > 1:
+        raise ManifestError(
+            f"{piece_dir}: several mix files ({', '.join(p.name for p in mixes)}); keep one"
+        )
+    bad = unreadable_audio_extensions()
+    for p in piece_dir.iterdir():
+        if p.is_file() and p.stem.lower() == "mix" and p.suffix.lower() in bad:
+            raise _unreadable_error(p, "mix audio")
+    return mixes[0] if mixes else None
 
 
 def _sum_stems(stems: list[Path], out_path: Path) -> None:
@@ -227,11 +362,13 @@ def _piece_rows(
     piece_dir: Path, piece_id: str, dataset: str, out_dir: Path, root_meta: Path, check: bool
 ) -> list[dict[str, Any]]:
     """Manifest rows (split unset) of one piece folder; writes converted notes / summed mix."""
-    stems = _audio_files(piece_dir / "stems")
+    stems = _stems(piece_dir)
     if not stems:
         raise ManifestError(
-            f"{piece_dir / 'stems'}: no stem audio files ({', '.join(AUDIO_EXTENSIONS)})"
+            f"{piece_dir / 'stems'}: no stem audio files "
+            f"({', '.join(readable_audio_extensions())})"
         )
+    _warn_orphan_notes(piece_dir, stems)
     piece_meta = _metadata(piece_dir / "metadata.csv", None)
     meta = {**_metadata(root_meta, piece_dir.name), **piece_meta}
     durations = {}
@@ -244,46 +381,23 @@ def _piece_rows(
         if longest - d > DURATION_TOL_S:
             listing = ", ".join(f"{q.name} {v:.3f} s" for q, v in durations.items())
             raise ManifestError(f"{p}: stems of different lengths in {piece_dir} ({listing})")
-    mixes = [p for p in _audio_files(piece_dir) if p.stem.lower() == "mix"]
-    if mixes:
-        mix_path = mixes[0]
+    mix_path = _mix_file(piece_dir)
+    if mix_path is not None:
         if check:
             load_audio(mix_path, sr=None, allow_silent=True)
     else:
         mix_path = out_dir / "audio" / piece_id / "mix.wav"
         _sum_stems(stems, mix_path)
+    track_ids = unique_ids(p.stem for p in stems)
     rows = []
     for p in stems:
         track = p.stem
-        m = meta.get(track, {})
-        where = str(piece_dir / "metadata.csv" if track in piece_meta else root_meta)
-        name = m.get("instrument") or track
-        instrument = canonical_instrument(name)
-        if instrument is None:
-            src = (
-                f"{where} (track {track!r})"
-                if m.get("instrument")
-                else f"{p} (no metadata.csv entry)"
-            )
-            raise ManifestError(
-                f"{src}: unknown instrument {name!r}; use one of {', '.join(sorted(INSTRUMENT_FAMILY))} "
-                f"or an alias ({', '.join(sorted(INSTRUMENT_ALIASES))}) in metadata.csv"
-            )
-        family = INSTRUMENT_FAMILY[instrument]
-        if m.get("family") and m["family"].lower() != family:
-            raise ManifestError(
-                f"{where} (track {track!r}): family {m['family']!r} contradicts instrument "
-                f"{instrument!r} (family {family!r})"
-            )
-        pitched = family != NON_PITCHED_FAMILY
-        if m.get("pitched"):
-            pitched = _parse_bool(m["pitched"], f"{where} (track {track!r})")
+        m = meta.get(_nfc(track), {})
+        where = str(piece_dir / "metadata.csv" if _nfc(track) in piece_meta else root_meta)
+        where = f"{where} (track {track!r})" if m else f"{p} (no metadata.csv entry)"
+        instrument, family, pitched = resolve_instrument(track, m, where)
         notes_rel = ""
         if pitched:
-            if family == NON_PITCHED_FAMILY:
-                raise ManifestError(
-                    f"{where} (track {track!r}): instrument {instrument!r} cannot be pitched"
-                )
             npath = _find_notes(piece_dir, track)
             if npath is None:
                 raise ManifestError(
@@ -294,7 +408,7 @@ def _piece_rows(
                 read_notes(npath)  # fail early with the CSV's own error
                 notes_rel = relative_path(out_dir, npath)
             else:
-                converted = out_dir / "notes" / piece_id / f"{_safe_id(track)}.csv"
+                converted = out_dir / "notes" / piece_id / f"{track_ids[track]}.csv"
                 write_notes(converted, midi_to_notes(npath))
                 notes_rel = relative_path(out_dir, converted)
         rows.append(
@@ -302,7 +416,7 @@ def _piece_rows(
                 "dataset": dataset,
                 "piece_id": piece_id,
                 "split": "",
-                "track_id": f"{piece_id}--{_safe_id(track)}",
+                "track_id": f"{piece_id}--{track_ids[track]}",
                 "instrument": instrument,
                 "family": family,
                 "pitched": pitched,
@@ -334,25 +448,27 @@ def build_folder(src: Path, out_dir: Path, cfg: dict[str, Any]) -> Path:
     cfg = {**DEFAULTS, **cfg}
     if not src.is_dir():
         raise ManifestError(f"{src}: dataset folder does not exist")
-    dataset = str(cfg["name"] or _safe_id(src.name))
+    dataset = str(cfg["name"] or safe_id(src.name))
     piece_dirs = sorted(
         p for p in src.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
     )
     if not piece_dirs:
         raise ManifestError(f"{src}: no piece subfolders")
-    ids: dict[str, Path] = {}
-    for d in piece_dirs:
-        pid = _safe_id(d.name)
-        if pid in ids:
-            raise ManifestError(
-                f"{d}: piece name clashes with {ids[pid]} once made file-name safe ({pid!r})"
-            )
-        ids[pid] = d
+    piece_ids = unique_ids(d.name for d in piece_dirs)
+    ids = {piece_ids[d.name]: d for d in piece_dirs}
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for pid, d in ids.items():
         rows += _piece_rows(
             d, pid, dataset, out_dir, src / "metadata.csv", bool(cfg["check_audio"])
+        )
+    no_family = sorted({r["instrument"] for r in rows if r["family"] == UNKNOWN_FAMILY})
+    if no_family:
+        log.warning(
+            "folder dataset %s: instrument(s) %s are outside the built-in vocabulary and have no "
+            "family: fine for standard and stem experiments, but family-level experiments (1b, 1c) "
+            "will refuse this dataset; add a family column (%s) to metadata.csv to allow them",
+            src, ", ".join(map(repr, no_family)), ", ".join(ACCEPTED_FAMILIES),
         )
     split_of = _splits(src, ids, rows, cfg)
     df = pd.DataFrame(rows)
@@ -373,14 +489,14 @@ def _splits(
     path = src / "split.csv"
     if path.is_file():
         df = _read_table(path, ("piece", "split"))
-        by_folder = {d.name: pid for pid, d in ids.items()}
+        by_folder = {_nfc(d.name): pid for pid, d in ids.items()}
         out: dict[str, str] = {}
         for i, r in df.iterrows():
             if r["split"] not in SPLITS:
                 raise ManifestError(
                     f"{path}: row {i + 2}: split {r['split']!r} is not one of {list(SPLITS)}"
                 )
-            pid = by_folder.get(r["piece"], r["piece"] if r["piece"] in ids else None)
+            pid = by_folder.get(_nfc(r["piece"]), r["piece"] if r["piece"] in ids else None)
             if pid is None:
                 raise ManifestError(f"{path}: row {i + 2}: no piece folder named {r['piece']!r}")
             out[pid] = r["split"]

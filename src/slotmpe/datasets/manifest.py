@@ -6,11 +6,12 @@ Schema (``MANIFEST_COLUMNS``), one row per track:
 column          dtype   meaning
 ==============  ======  ======================================================================
 dataset         str     dataset name (same for all rows)
-piece_id        str     unique within the dataset, safe as a file name (``[A-Za-z0-9._-]+``)
+piece_id        str     unique within the dataset, safe as a file name (:func:`.ids.is_safe_id`)
 split           str     "train" | "val" | "test" (one split per piece)
 track_id        str     unique within the dataset
-instrument      str     canonical name, a key of ``constants.INSTRUMENT_FAMILY``
-family          str     ``constants.family_of(instrument)`` ("percussion" for drums)
+instrument      str     a key of ``constants.INSTRUMENT_FAMILY``, or (``folder`` data) any name
+family          str     ``constants.family_of(instrument)`` for built-in instruments, else one of
+                        ``constants.MANIFEST_FAMILIES`` ("percussion" for drums, "unknown")
 pitched         bool    False for non-pitched tracks (drums): never in pitch targets
 stem_path       str     isolated stem audio, "" where the dataset has no stems (MusicNet)
 mix_path        str     mixture audio, the same for every row of a piece
@@ -18,8 +19,10 @@ notes_path      str     notes CSV (``onset_s,offset_s,midi``), "" for non-pitche
 duration_s      float   duration of the stem (or of the mix where there is no stem), seconds
 ==============  ======  ======================================================================
 
-Paths are relative to the manifest's folder (POSIX separators) or absolute; see
-:func:`resolve_path`. Notes files are CSV with the header ``onset_s,offset_s,midi`` (float, float,
+Paths are relative to the manifest's folder, with POSIX separators (``../raw/urmp/...`` for audio
+outside it), so a ``data/`` tree can be moved as a whole: writers make them with
+:func:`relative_path`, every reader resolves them with :func:`resolve_path`, and
+:func:`validate_manifest` refuses absolute paths (on write and on read). Notes files are CSV with the header ``onset_s,offset_s,midi`` (float, float,
 int), one row per note, read with :func:`read_notes`.
 
 :func:`validate_manifest` checks the schema, the values, the per-piece invariants (one split and one
@@ -28,8 +31,8 @@ audio durations agree with ``duration_s`` and with the piece's mix (within ``DUR
 that no note ends after its audio (beyond ``NOTES_END_TOL_S``). Every problem raises
 :class:`ManifestError` naming the manifest row / file and the problem.
 
-It also holds the small helpers the adapters share: :func:`read_midi`, :func:`clip_notes` and
-:func:`check_split_coverage`.
+It also holds the small helpers the adapters share: :func:`midi_notes`, :func:`clip_notes`,
+:func:`check_split_coverage` and :func:`report_unused_audio`.
 """
 
 from __future__ import annotations
@@ -38,19 +41,17 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from slotmpe.constants import INSTRUMENT_FAMILY, NON_PITCHED_FAMILY, SPLITS
+from slotmpe.constants import NON_PITCHED_FAMILY, SPLITS, family_problem
+from slotmpe.datasets.ids import is_safe_id
 from slotmpe.utils import atomic_path
-
-if TYPE_CHECKING:
-    import pretty_midi
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -69,7 +70,6 @@ NOTES_COLUMNS: tuple[str, ...] = ("onset_s", "offset_s", "midi")
 
 _STR_COLUMNS = ("dataset", "piece_id", "split", "track_id", "instrument", "family")
 _PATH_COLUMNS = ("stem_path", "mix_path", "notes_path")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 DURATION_TOL_S = 0.1
 """Largest allowed disagreement (s) between ``duration_s``, the stem files and the mix of a piece."""
@@ -81,19 +81,45 @@ class ManifestError(ValueError):
     """A manifest or notes file is malformed or inconsistent; the message names the file and problem."""
 
 
+VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".webm"})
+"""Video containers (URMP ships ``Vid_*.mp4``): not counted as audio by :func:`report_unused_audio`."""
+
+
+def _audio_suffixes() -> frozenset[str]:
+    """Extensions :func:`report_unused_audio` counts as audio: every audio format slotmpe knows
+    (:mod:`slotmpe.audio`, readable on this install or not) except video containers."""
+    from slotmpe.audio import readable_audio_extensions, unreadable_audio_extensions
+
+    known = set(readable_audio_extensions()) | set(unreadable_audio_extensions())
+    return frozenset(known - VIDEO_SUFFIXES)
+
+
+def path_problem(p: str) -> str | None:
+    """Why ``p`` is not a valid manifest path (``None`` if it is): it must not be absolute."""
+    if p.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", p):
+        return "is absolute; manifest paths are relative to the manifest's folder"
+    return None
+
+
 def resolve_path(root: Path, p: str) -> Path:
-    """Absolute path of a manifest path ``p``: ``p`` itself if absolute, else ``root / p``."""
-    path = Path(p)
-    return path if path.is_absolute() else Path(root) / path
+    """The file a manifest path ``p`` names: ``root / p`` (``root``: the manifest's folder).
+
+    The one way every reader resolves manifest paths. Raises :class:`ManifestError` for an
+    absolute path (manifests written before paths were made relative: rebuild them).
+    """
+    why = path_problem(str(p))
+    if why:
+        raise ManifestError(f"manifest path {p!r} {why} (rebuild the manifest)")
+    return Path(root) / p
 
 
 def relative_path(root: Path, path: Path) -> str:
-    """Manifest form of ``path``: POSIX path relative to ``root`` if inside it, else absolute."""
-    path = Path(path).absolute()
-    try:
-        return path.relative_to(Path(root).absolute()).as_posix()
-    except ValueError:
-        return path.as_posix()
+    """Manifest form of ``path``: the POSIX path relative to ``root``, ``..`` where needed.
+
+    Both are resolved first (symlinks followed), so ``root / result`` names the same file.
+    """
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    return Path(rel).as_posix()
 
 
 def read_notes(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -190,14 +216,24 @@ def audio_duration(path: Path) -> float:
 
 
 # --------------------------------------------------------------------- helpers of the adapters
-def read_midi(path: Path) -> pretty_midi.PrettyMIDI:
-    """A MIDI file parsed by pretty_midi; ``ManifestError`` naming the file if it cannot be read."""
-    import pretty_midi
+def midi_notes(path: Path) -> pd.DataFrame:
+    """Notes ``(n, 3)`` (``onset_s, offset_s, midi``) of the non-drum notes of a MIDI file (all
+    notes if it has only drum notes), read with :func:`slotmpe.midi.read_midi_notes` (tempo from
+    every track, notes paired first-in first-out); :class:`ManifestError` naming the file if it
+    cannot be read."""
+    from slotmpe.midi import MidiError, read_midi_notes
 
     try:
-        return pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:  # pretty_midi/mido raise many types for corrupt files
-        raise ManifestError(f"{path}: cannot read MIDI file ({exc})") from exc
+        notes = read_midi_notes(path)
+    except MidiError as exc:
+        raise ManifestError(str(exc)) from exc
+    pitched = notes[~notes["is_drum"]]
+    keep = pitched if len(pitched) else notes
+    return (
+        keep[["onset_s", "offset_s", "midi"]]
+        .reset_index(drop=True)
+        .astype({"onset_s": np.float64, "offset_s": np.float64, "midi": np.int64})
+    )
 
 
 def clip_notes(notes: pd.DataFrame, duration: float) -> pd.DataFrame:
@@ -239,6 +275,54 @@ def check_split_coverage(
     log.warning(msg)
 
 
+def report_unused_audio(
+    raw_dir: Path,
+    used: Iterable[Path],
+    log: logging.Logger,
+    what: str,
+    reasons: Mapping[Path, str] | None = None,
+) -> list[Path]:
+    """Warn about every audio file below ``raw_dir`` that the adapter does not use.
+
+    ``used``: the audio files the manifest references; ``reasons``: ``{folder or file: why it is
+    left out}`` for what the adapter skips on purpose (a split folder it ignores, a track beyond
+    ``subset``). Unused files are grouped by folder in one warning on ``log`` (``what`` names the
+    dataset), so nothing is dropped silently. Returns the unused files, sorted.
+    """
+    raw_dir = Path(raw_dir)
+    used_real = {os.path.realpath(p) for p in used}
+    suffixes = _audio_suffixes()
+    unused = sorted(
+        p
+        for p in raw_dir.rglob("*")
+        if p.suffix.lower() in suffixes and p.is_file() and os.path.realpath(p) not in used_real
+    )
+    if not unused:
+        return []
+    reasons = {Path(k): v for k, v in (reasons or {}).items()}
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for f in unused:
+        why = next((reasons[a] for a in (f, *f.parents) if a in reasons), "not recognised")
+        groups.setdefault((f.parent, why), []).append(f)
+    shown = [
+        f"{folder.relative_to(raw_dir) if folder != raw_dir else '.'}/ ({why}): "
+        + ", ".join(x.name for x in files[:4])
+        + (f" +{len(files) - 4} more" if len(files) > 4 else "")
+        for (folder, why), files in list(groups.items())[:12]
+    ]
+    more = f"; and {len(groups) - 12} more folder(s)" if len(groups) > 12 else ""
+    log.warning(
+        "%s: %d audio file(s) in %d folder(s) below %s are not used: %s%s",
+        what,
+        len(unused),
+        len(groups),
+        raw_dir,
+        "; ".join(shown),
+        more,
+    )
+    return unused
+
+
 def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) -> pd.DataFrame:
     """Check a manifest and return it normalised (column order, dtypes, "" for missing paths).
 
@@ -272,6 +356,10 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
         bad = [j for j, v in enumerate(vals) if not isinstance(v, str)]
         if bad:
             raise ManifestError(f"manifest row {bad[0]}: column {col!r} must be a string path")
+        for j, v in enumerate(vals):
+            why = path_problem(v) if v else None
+            if why:
+                raise ManifestError(f"manifest row {j}: column {col!r}: {v!r} {why}")
         out[col] = vals.astype(str)
     out["pitched"] = _as_bool(out["pitched"])
     try:
@@ -285,24 +373,16 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
         raise ManifestError(f"manifest mixes several datasets: {sorted(datasets)}")
     for i, r in out.iterrows():
         i = int(i)
-        if not _SAFE_ID.match(r["piece_id"]):
+        if not is_safe_id(r["piece_id"]):
             raise ManifestError(
                 f"{where(i)}: piece_id {r['piece_id']!r} is not safe as a file name"
             )
         if r["split"] not in SPLITS:
             raise ManifestError(f"{where(i)}: split {r['split']!r} is not one of {list(SPLITS)}")
-        if r["instrument"] not in INSTRUMENT_FAMILY:
-            raise ManifestError(
-                f"{where(i)}: unknown instrument {r['instrument']!r}; known instruments: "
-                f"{', '.join(sorted(INSTRUMENT_FAMILY))}"
-            )
-        fam = INSTRUMENT_FAMILY[r["instrument"]]
-        if r["family"] != fam:
-            raise ManifestError(
-                f"{where(i)}: family {r['family']!r} does not match instrument {r['instrument']!r} "
-                f"(expected {fam!r})"
-            )
-        if r["pitched"] and fam == NON_PITCHED_FAMILY:
+        problem = family_problem(r["instrument"], r["family"])
+        if problem:
+            raise ManifestError(f"{where(i)}: {problem}")
+        if r["pitched"] and r["family"] == NON_PITCHED_FAMILY:
             raise ManifestError(f"{where(i)}: instrument {r['instrument']!r} cannot be pitched")
         if r["pitched"] and r["notes_path"] == "":
             raise ManifestError(f"{where(i)}: pitched track has no notes_path")
@@ -316,7 +396,9 @@ def validate_manifest(df: pd.DataFrame, root: Path, check_files: bool = True) ->
 
     dup = out["track_id"][out["track_id"].duplicated()]
     if len(dup):
-        raise ManifestError(f"manifest: duplicate track_id {dup.iloc[0]!r}")
+        rows = out[out["track_id"] == dup.iloc[0]]
+        files = [r.stem_path or r.notes_path or r.mix_path for r in rows.itertuples()]
+        raise ManifestError(f"manifest: duplicate track_id {dup.iloc[0]!r} (rows for {files})")
     for piece, g in out.groupby("piece_id", sort=False):
         if g["split"].nunique() != 1:
             raise ManifestError(

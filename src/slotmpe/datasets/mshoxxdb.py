@@ -31,7 +31,8 @@ Parsing is tolerant where the layout is not known for sure:
   ``metadata.csv``, using whichever of its columns names the piece folders. Pieces the split file
   does not list are left out (logged); a split entry that matches no piece is an error. If the
   split has no validation part, ``cfg["val_pieces"]`` (an int) draws that many training pieces
-  with ``cfg["seed"]`` (default 0); otherwise it is an error.
+  with ``cfg["seed"]`` (default 0); otherwise it is an error. A split left empty is an error unless
+  ``cfg["fill_empty_splits"]``; audio files the manifest does not use are named in a warning.
 
 Labels map to canonical instruments (``LABEL_MAP``, after stripping trailing digits): drums ->
 ``drums`` (non-pitched); bass/bassline -> ``synth_bass``; mel/lead/arp -> ``synth_lead``;
@@ -53,7 +54,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from slotmpe.constants import INSTRUMENT_FAMILY, SPLITS, family_of
@@ -61,11 +61,13 @@ from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
     clip_notes,
-    read_midi,
+    midi_notes,
     relative_path,
+    report_unused_audio,
     write_manifest,
     write_notes,
 )
+from slotmpe.datasets.splits import fill_empty_splits
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
@@ -314,16 +316,6 @@ def find_midi(piece: Piece, label: str, index: Mapping[str, list[Path]]) -> Path
     return cands[0] if cands else None
 
 
-def midi_notes(path: Path) -> pd.DataFrame:
-    """Notes (onset_s, offset_s, midi) of the non-drum instruments of a MIDI file (all if only drums)."""
-    pm = read_midi(path)
-    insts = [i for i in pm.instruments if not i.is_drum] or list(pm.instruments)
-    notes = [(n.start, n.end, n.pitch) for i in insts for n in i.notes if n.end > n.start]
-    return pd.DataFrame(notes, columns=["onset_s", "offset_s", "midi"]).astype(
-        {"onset_s": np.float64, "offset_s": np.float64, "midi": np.int64}
-    )
-
-
 # ------------------------------------------------------------------------------------------ split
 def _find_split_file(raw_dir: Path, cfg: Mapping[str, Any]) -> Path:
     """The split JSON: ``cfg["split_file"]`` (path, or a name below ``raw_dir``), else the one
@@ -517,7 +509,14 @@ def build_mshoxxdb(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
             f"{raw_dir}: no mshoxxDB piece folders found (a folder with <folder>.flac and "
             "<folder>_<label>.flac files)"
         )
-    split_of = resolve_split(raw_dir, pieces, cfg)
+    log.info("mshoxxdb: found %d piece folders below %s", len(pieces), raw_dir)
+    split_of = fill_empty_splits(
+        resolve_split(raw_dir, pieces, cfg),
+        str(raw_dir),
+        bool(cfg.get("fill_empty_splits", False)),
+        int(cfg.get("seed", 0)),
+        log,
+    )
     midi_idx = _midi_index(raw_dir)
     notes_dir = out_dir / "notes"
     rows = []
@@ -556,6 +555,9 @@ def build_mshoxxdb(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
                     "duration_s": duration,
                 }
             )
+    used = [f for p in pieces if p.piece_id in split_of for f in (p.mix, *p.stems.values())]
+    reasons = {p.folder: "not in the split file" for p in pieces if p.piece_id not in split_of}
+    report_unused_audio(raw_dir, used, log, "mshoxxdb", reasons)
     path = out_dir / "manifest.parquet"
     write_manifest(pd.DataFrame(rows), path)
     log.info("mshoxxdb: %d pieces, %d tracks -> %s", len(split_of), len(rows), path)

@@ -17,7 +17,9 @@ targets are used (Exp 1a). The split is MuN-10 (Weiss & Peeters 2022; 293/27/10 
 ``{id}_{Composer}_{Work}`` (e.g. ``1727_Schubert_OP114_PianoQuintet``); the leading number is the
 MusicNet id and the whole name is the manifest ``piece_id``. The archive's own train/test folders
 are only where files are looked for. By default every recording of the split must be present
-(``cfg["allow_missing_pieces"]: true`` relaxes this).
+(``cfg["allow_missing_pieces"]: true`` relaxes this); a split left empty is an error unless
+``cfg["fill_empty_splits"]`` (:func:`slotmpe.datasets.splits.fill_empty_splits`). Audio files the
+manifest does not use are named in a warning.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from slotmpe.datasets.manifest import (
     check_split_coverage,
     clip_notes,
     relative_path,
+    report_unused_audio,
     write_manifest,
     write_notes,
 )
+from slotmpe.datasets.splits import fill_empty_splits
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
@@ -169,6 +173,7 @@ def build_musicnet(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
         raise ManifestError(
             f"{raw_dir}: no MusicNet recordings (*_data/{{id}}.wav + *_labels/{{id}}.csv)"
         )
+    log.info("musicnet: found %d recordings below %s", len(recs), raw_dir)
     check_split_coverage(
         {rid: wav for rid, (wav, _) in recs.items()}, split, raw_dir, "MusicNet recording", cfg, log
     )
@@ -210,6 +215,15 @@ def build_musicnet(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path
                     "duration_s": duration,
                 }
             )
+    split_of = fill_empty_splits(
+        {split[rid][0]: split[rid][1] for rid in recs},
+        str(raw_dir),
+        bool(cfg.get("fill_empty_splits", False)),
+        int(cfg.get("seed", 0)),
+        log,
+    )
+    rows = [{**r, "split": split_of[r["piece_id"]]} for r in rows]
+    report_unused_audio(raw_dir, [wav for wav, _ in recs.values()], log, "musicnet")
     path = out_dir / "manifest.parquet"
     write_manifest(pd.DataFrame(rows), path)
     log.info("musicnet: %d recordings, %d tracks -> %s", len(recs), len(rows), path)

@@ -1,20 +1,31 @@
-"""Slakh2100 adapter (the paper's next scale step): unpacked ``slakh2100_flac_redux`` -> manifest.
+"""Slakh2100 / BabySlakh adapter: an unpacked Slakh archive -> manifest.
 
-Layout (Manilow et al., WASPAA 2019; Zenodo record 4599666)::
+Layouts (Manilow et al., WASPAA 2019)::
 
-    slakh2100_flac_redux/{train,validation,test,omitted}/TrackNNNNN/
+    slakh2100_flac_redux/{train,validation,test,omitted}/TrackNNNNN/   (Zenodo record 4599666)
+    babyslakh_16k/TrackNNNNN/                                         (Zenodo record 4603870)
         metadata.yaml       audio_dir, midi_dir, stems: {Sxx: {inst_class, is_drum, program_num,
                             midi_program_name, audio_rendered, ...}}
-        mix.flac            (or mix.wav in the wav release)
+        mix.flac            (mix.wav in BabySlakh and the wav release)
         stems/Sxx.flac      one rendered stem per source (or .wav)
         MIDI/Sxx.mid        the source's MIDI
         all_src.mid
 
-The official split folders give the split (``validation`` -> ``val``; ``omitted`` tracks, left out
-by the redux release, are skipped). ``cfg["subset"]`` (int) keeps the first N tracks (by name) of
-each split, so the scale step can be sized. Sources that were not rendered (``audio_rendered:
-false``) or whose stem file is missing are skipped; drum sources (``is_drum: true``) are
-non-pitched. A track left with no pitched source is skipped (logged).
+Splits: the official split folders give the split (``validation`` -> ``val``; ``omitted`` tracks,
+left out by the redux release, are skipped and named in a warning). A layout without split folders
+(BabySlakh: 20 tracks directly in ``babyslakh_16k/``) gets a seeded split by track:
+:func:`slotmpe.datasets.splits.assign_splits` with every track its own work, 15 % val and 15 %
+test (at least one track each), seed ``cfg["split_seed"]`` (default ``cfg["seed"]``, the pipeline
+seed, 0); BabySlakh gives 14/3/3 tracks. Mixing both layouts below one folder is an error.
+``cfg["subset"]`` (int) keeps the first N tracks (by name) of each split folder, or of all tracks
+before the seeded split, so the scale step can be sized. A split left empty is an error unless
+``cfg["fill_empty_splits"]`` (see :func:`slotmpe.datasets.splits.fill_empty_splits`).
+
+Rendered sources: a source counts as rendered when its stem file exists; the ``audio_rendered``
+flag is only compared with that (BabySlakh's metadata says ``false`` for every stem, rendered or
+not), and every disagreement is named in one warning. Drum sources (``is_drum: true``) are
+non-pitched. A track left with no pitched source is skipped (logged). Audio files below the
+archive that the manifest does not use are named in a warning.
 
 Instrument mapping: by the source's General-MIDI ``program_num`` (``gm_program_instrument``),
 which is finer than ``inst_class``; ``inst_class`` is the fallback when the program is missing
@@ -25,6 +36,9 @@ accordion/harmonica -> ``organ``; string ensembles, tremolo/pizzicato strings ->
 (family strings); timpani -> ``synth``; choir/voice -> ``vocals``; brass section / synth brass ->
 ``trumpet``; recorder/pan flute/ocarina etc. -> ``flute``; percussive programs (112-119: bells,
 woodblock, taiko, synth drum, ...) -> ``drums`` (non-pitched).
+
+MIDI notes are read with :func:`slotmpe.datasets.manifest.midi_notes` (mido, via
+:func:`slotmpe.midi.read_midi_notes`: the tempo map merged from every track).
 """
 
 from __future__ import annotations
@@ -34,7 +48,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -42,11 +55,14 @@ from slotmpe.constants import family_of
 from slotmpe.datasets.manifest import (
     ManifestError,
     audio_duration,
-    read_midi,
+    midi_notes,
     relative_path,
+    report_unused_audio,
+    resolve_path,
     write_manifest,
     write_notes,
 )
+from slotmpe.datasets.splits import PieceInfo, assign_splits, fill_empty_splits
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
@@ -151,9 +167,17 @@ def source_instrument(meta: Mapping[str, Any], where: str) -> str:
     )
 
 
+UNSPLIT = "unsplit"
+"""Key of :func:`find_tracks` for track folders outside any split folder (BabySlakh)."""
+
+
 def find_tracks(raw_dir: Path) -> dict[str, list[Path]]:
-    """``{split: [TrackNNNNN folders, sorted]}`` from the official split folders below ``raw_dir``."""
-    out: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    """``{split: [TrackNNNNN folders, sorted]}`` below ``raw_dir``.
+
+    Keys ``train``, ``val``, ``test`` (official split folders) and ``UNSPLIT`` (track folders not
+    inside a split folder, as in BabySlakh). Tracks in ``omitted`` folders are left out.
+    """
+    out: dict[str, list[Path]] = {"train": [], "val": [], "test": [], UNSPLIT: []}
     for meta in sorted(Path(raw_dir).rglob("metadata.yaml")):
         track = meta.parent
         if not _TRACK_RE.match(track.name):
@@ -161,11 +185,7 @@ def find_tracks(raw_dir: Path) -> dict[str, list[Path]]:
         parent = track.parent.name.lower()
         if parent in SKIP_FOLDERS:
             continue
-        if parent not in SPLIT_FOLDERS:
-            raise ManifestError(
-                f"{track}: not inside a train/validation/test folder (parent {track.parent.name!r})"
-            )
-        out[SPLIT_FOLDERS[parent]].append(track)
+        out[SPLIT_FOLDERS.get(parent, UNSPLIT)].append(track)
     for split in out:
         out[split].sort(key=lambda p: p.name)
     return out
@@ -180,21 +200,19 @@ def _audio(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _midi_notes(path: Path) -> pd.DataFrame:
-    """All notes of a MIDI file as ``onset_s, offset_s, midi``."""
-    pm = read_midi(path)
-    notes = [
-        (n.start, n.end, n.pitch) for inst in pm.instruments for n in inst.notes if n.end > n.start
-    ]
-    return pd.DataFrame(notes, columns=["onset_s", "offset_s", "midi"]).astype(
-        {"onset_s": np.float64, "offset_s": np.float64, "midi": np.int64}
-    )
-
-
 def _track_rows(
-    track: Path, split: str, out_dir: Path, dataset: str = DATASET
+    track: Path,
+    split: str,
+    out_dir: Path,
+    dataset: str = DATASET,
+    flags: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Manifest rows of one Slakh track folder (empty if it has no pitched source with audio)."""
+    """Manifest rows of one Slakh track folder (empty if it has no pitched source with audio).
+
+    A source is used when its stem file exists. ``flags`` collects ``Track/Sxx`` names whose
+    ``audio_rendered`` flag disagrees with that: ``"false_but_present"``, ``"true_but_missing"``.
+    """
+    flags = flags if flags is not None else {}
     meta_path = track / "metadata.yaml"
     try:
         meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
@@ -211,14 +229,14 @@ def _track_rows(
     for sid, smeta in sorted(meta["stems"].items()):
         smeta = smeta or {}
         where = f"{meta_path} [{sid}]"
-        if smeta.get("audio_rendered") is False:
-            continue
         stem = _audio(audio_dir, str(sid))
+        flag = smeta.get("audio_rendered")
         if stem is None:
-            log.warning(
-                "%s: stem audio %s/%s.(flac|wav) missing; source skipped", where, audio_dir, sid
-            )
+            if flag is not False:
+                flags.setdefault("true_but_missing", []).append(f"{track.name}/{sid}")
             continue
+        if flag is False:
+            flags.setdefault("false_but_present", []).append(f"{track.name}/{sid}")
         instrument = source_instrument(smeta, where)
         pitched = family_of(instrument) != "percussion"
         duration = audio_duration(stem)
@@ -228,7 +246,7 @@ def _track_rows(
             mid = midi_dir / f"{sid}.mid"
             if not mid.is_file():
                 raise ManifestError(f"{where}: MIDI file {mid} missing for a pitched source")
-            notes = _midi_notes(mid)
+            notes = midi_notes(mid)
             notes["offset_s"] = notes["offset_s"].clip(upper=duration)
             notes = notes[notes["offset_s"] > notes["onset_s"]]
             npath = out_dir / "notes" / f"{track_id}.csv"
@@ -255,32 +273,93 @@ def _track_rows(
     return rows
 
 
-def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
-    """Write ``out_dir/manifest.parquet`` (+ ``out_dir/notes/*.csv``) for an unpacked Slakh2100.
+def _warn_flags(flags: Mapping[str, list[str]]) -> None:
+    """One warning per kind of ``audio_rendered`` disagreement (see :func:`_track_rows`)."""
+    for kind, text in (
+        (
+            "false_but_present",
+            "say audio_rendered: false but have a stem file; used (the file "
+            "decides; BabySlakh's metadata says false for every stem)",
+        ),
+        ("true_but_missing", "have no stem file although audio_rendered is not false; skipped"),
+    ):
+        names = flags.get(kind, [])
+        if names:
+            more = f" +{len(names) - 8} more" if len(names) > 8 else ""
+            log.warning(
+                "slakh: %d source(s) %s: %s%s", len(names), text, ", ".join(names[:8]), more
+            )
 
-    ``cfg["subset"]`` (optional int): at most that many tracks (first by name) per split.
+
+def build_slakh(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/manifest.parquet`` (+ ``out_dir/notes/*.csv``) for an unpacked Slakh2100
+    or BabySlakh (see the module docstring for the layouts and the seeded split).
+
+    ``cfg`` keys (optional): ``subset`` (int, tracks per split folder / before the seeded split),
+    ``split_seed`` (default ``seed``, default 0), ``fill_empty_splits``, ``name``.
     Returns the manifest path; raises :class:`ManifestError` naming the file for layout problems.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     tracks = find_tracks(raw_dir)
-    if not any(tracks.values()):
+    n_split = sum(len(tracks[s]) for s in ("train", "val", "test"))
+    if not n_split and not tracks[UNSPLIT]:
         raise ManifestError(f"{raw_dir}: no Slakh TrackNNNNN/metadata.yaml folders found")
+    if n_split and tracks[UNSPLIT]:
+        raise ManifestError(
+            f"{raw_dir}: track folders both inside and outside train/validation/test folders, e.g. "
+            f"{tracks[UNSPLIT][0]} (parent {tracks[UNSPLIT][0].parent.name!r}); use one layout"
+        )
+    log.info(
+        "slakh: found %d track folders below %s (%s)",
+        n_split or len(tracks[UNSPLIT]),
+        raw_dir,
+        "official split folders" if n_split else "no split folders: seeded split by track",
+    )
     subset = cfg.get("subset")
     if subset is not None and int(subset) < 1:
         raise ValueError(
             f"slakh: subset must be a positive number of tracks per split, got {subset!r}"
         )
-    rows: list[dict[str, Any]] = []
+    seed = int(cfg.get("split_seed", cfg.get("seed", 0)))
+    dataset = str(cfg.get("name") or DATASET)
+    flags: dict[str, list[str]] = {}
+    reasons: dict[Path, str] = {}
+    for omitted in raw_dir.rglob("omitted"):
+        reasons[omitted] = "official 'omitted' split, not used"
+    rows_of: dict[str, list[dict[str, Any]]] = {}
     for split, folders in tracks.items():
         if subset is not None:
+            for t in folders[int(subset) :]:
+                reasons[t] = f"beyond subset: {int(subset)}"
             folders = folders[: int(subset)]
         for track in folders:
-            rows.extend(_track_rows(track, split, out_dir, str(cfg.get("name") or DATASET)))
-    if not rows:
+            rows = _track_rows(track, split, out_dir, dataset, flags)
+            if rows:
+                rows_of[track.name] = rows
+    _warn_flags(flags)
+    if not rows_of:
         raise ManifestError(f"{raw_dir}: no Slakh track with a rendered pitched source")
-    path = out_dir / "manifest.parquet"
-    write_manifest(pd.DataFrame(rows), path)
-    log.info(
-        "slakh: %d tracks, %d sources -> %s", len({r["piece_id"] for r in rows}), len(rows), path
+    split_of = {t: rows[0]["split"] for t, rows in rows_of.items()}
+    if not n_split:
+        infos = [
+            PieceInfo(t, t, sum(bool(r["pitched"]) for r in rows)) for t, rows in rows_of.items()
+        ]
+        try:
+            split_of = assign_splits(
+                infos, seed, min_pieces_val=1, min_pieces_test=1, min_sources=1
+            )
+        except ValueError as exc:
+            raise ManifestError(f"{raw_dir}: seeded split by track: {exc}") from exc
+    split_of = fill_empty_splits(
+        split_of, str(raw_dir), bool(cfg.get("fill_empty_splits", False)), seed, log
     )
+    all_rows = [{**r, "split": split_of[t]} for t in sorted(rows_of) for r in rows_of[t]]
+    used = [
+        resolve_path(out_dir, r[k]) for r in all_rows for k in ("stem_path", "mix_path") if r[k]
+    ]
+    report_unused_audio(raw_dir, used, log, "slakh", reasons)
+    path = out_dir / "manifest.parquet"
+    write_manifest(pd.DataFrame(all_rows), path)
+    counts = {s: sum(v == s for v in split_of.values()) for s in ("train", "val", "test")}
+    log.info("slakh: %d tracks %s, %d sources -> %s", len(rows_of), counts, len(all_rows), path)
     return path

@@ -1,8 +1,11 @@
-"""Seeded, deterministic train/val/test splits by work (a group of pieces that must stay together)."""
+"""Seeded, deterministic train/val/test splits by work (a group of pieces that must stay together),
+and the manifest-time check that no split is empty (:func:`fill_empty_splits`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,3 +87,65 @@ def assign_splits(
     if "train" not in work_split.values():
         raise ValueError(f"no work left for train ({len(works)} works, {n} pieces); add pieces")
     return {p.piece_id: work_split[p.work] for p in pieces}
+
+
+def fill_empty_splits(
+    split_of: Mapping[str, str],
+    where: str,
+    fill: bool,
+    seed: int,
+    log: logging.Logger,
+    work_of: Callable[[str], str] | None = None,
+) -> dict[str, str]:
+    """Check at manifest time that train, val and test each hold a piece; returns ``{piece: split}``.
+
+    ``split_of``: ``{piece_id: split}`` of the pieces that will be in the manifest (a partial copy
+    of a dataset may leave a split empty; training then has no validation windows, evaluation no
+    test pieces). An empty split raises :class:`ManifestError` naming it (``where``: the dataset's
+    folder), unless ``fill`` (the dataset option ``fill_empty_splits: true``): then, for each
+    empty split in the order val, test, train, one work (``work_of(piece)``, default the piece
+    itself; URMP: pieces sharing a title) drawn with ``random.Random(seed)`` from the fullest
+    other split that keeps at least one work is moved into it, with a warning on ``log``.
+    """
+    from slotmpe.datasets.manifest import ManifestError
+
+    work = work_of or (lambda p: p)
+    out = dict(split_of)
+
+    def works_in(split: str) -> list[str]:
+        return sorted({work(p) for p, s in out.items() if s == split})
+
+    empty = [s for s in ("val", "test", "train") if not works_in(s)]
+    if not empty:
+        return out
+    counts = {s: sum(v == s for v in out.values()) for s in ("train", "val", "test")}
+    if not fill:
+        raise ManifestError(
+            f"{where}: the {' and '.join(repr(s) for s in empty)} split(s) would be empty (pieces "
+            f"per split: {counts}), e.g. in a partial copy; training needs validation pieces and "
+            "evaluation test pieces. Add the missing pieces, use another split_file, or set "
+            "fill_empty_splits: true in the dataset's config entry to move one seeded piece there"
+        )
+    rng = random.Random(seed)
+    for split in empty:
+        donors = [s for s in ("train", "val", "test") if s != split and len(works_in(s)) > 1]
+        if not donors:
+            now = {s: sum(v == s for v in out.values()) for s in ("train", "val", "test")}
+            raise ManifestError(
+                f"{where}: cannot fill the empty {split!r} split (fill_empty_splits): too few "
+                f"pieces (per split: {now}; each split needs one)"
+            )
+        donor = max(donors, key=lambda s: (len(works_in(s)), s == "train"))
+        moved_work = rng.choice(works_in(donor))
+        moved = sorted(p for p, s in out.items() if s == donor and work(p) == moved_work)
+        for p in moved:
+            out[p] = split
+        log.warning(
+            "%s: the %r split was empty; moved %s from %r to it (fill_empty_splits, seed %d)",
+            where,
+            split,
+            moved,
+            donor,
+            seed,
+        )
+    return out

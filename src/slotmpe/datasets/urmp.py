@@ -16,7 +16,12 @@ frame's time plus one f0 hop, so frame-level pitch targets follow the annotated 
 vibrato switch pitch where the f0 crosses a semitone boundary). A track without an F0s file, or
 ``cfg["targets"] = "notes"``, uses ``Notes_*.txt`` (pitch = rounded mean f0 of the note).
 
-Instrument codes come from the *folder* name (part k = k-th code), mapped by
+Folder names are parsed from the right: the trailing tokens are the instrument codes (as many as
+the folder has ``AuSep`` stems; without stems, the trailing run of known codes), everything
+between the number and the codes is the title, which may hold underscores
+(``19_Ave_Maria_ob_cl_bn``: title ``Ave_Maria``). Audio files below the archive that the manifest
+does not use are named in a warning. Instrument codes come from the *folder* name (part k = k-th
+code), mapped by
 ``constants.URMP_CODES`` (Table II of the paper). The file names are only used to find files: the
 archive has at least one file-name typo (the third part of ``15_Surprise_tpt_tpt_tbn`` is named
 ``..._3_tpt_...`` although it is the trombone); a disagreement is logged, the folder wins.
@@ -25,6 +30,9 @@ Split: the custom 30/7/7 split committed in ``slotmpe/data/urmp_split.json`` (or
 ``cfg["split_file"]``), made once by :func:`make_split` (see its docstring; regenerate with
 ``python -m slotmpe.datasets.urmp --write-split``). By default every piece of the split file must
 be in the archive (``cfg["allow_missing_pieces"]: true`` relaxes this, e.g. for a partial copy).
+A partial copy that leaves train, val or test empty is an error naming the split, unless
+``cfg["fill_empty_splits"]: true`` (then :func:`slotmpe.datasets.splits.fill_empty_splits` moves
+one seeded title group into it, with a warning).
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ from slotmpe.datasets.manifest import (
     check_split_coverage,
     clip_notes,
     relative_path,
+    report_unused_audio,
     write_manifest,
     write_notes,
 )
+from slotmpe.datasets.splits import fill_empty_splits
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
@@ -116,23 +126,49 @@ SPLIT_SEED = 20260531
 SPLIT_SIZES: Mapping[str, int] = {"train": 30, "val": 7, "test": 7}
 MIN_LARGE_PIECES = 2  # val and test each hold at least this many pieces with 3+ instruments
 
-_PIECE_RE = re.compile(r"^(\d{2})_([A-Za-z0-9]+)((?:_[a-z]+)+)$")
+_PIECE_RE = re.compile(
+    r"^(\d+)_(.+)_([a-z]+)$"
+)  # NN_Title[_More]_code: codes parsed from the right
 _SEP_RE = re.compile(r"^AuSep_(\d+)_([a-z]+)_(.+)\.wav$", re.IGNORECASE)
 _TXT_RE = re.compile(r"^(F0s|Notes)_(\d+)_([a-z]+)_(.+)\.txt$", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------------------------------- split
-def piece_codes(piece: str) -> list[str]:
-    """Instrument codes of a piece folder name, in part order (``"12_Spring_vn_vn_vc"`` -> vn, vn, vc)."""
+def parse_piece(piece: str, n_parts: int | None = None) -> tuple[str, list[str]]:
+    """``(title, codes)`` of a piece folder name, parsed from the right.
+
+    The last ``n_parts`` tokens are the codes (the number of ``AuSep`` stems of the folder); with
+    ``n_parts=None`` the trailing run of known codes (``constants.URMP_CODES``). The title is
+    what lies between the leading number and the codes and may hold underscores
+    (``"19_Ave_Maria_ob_cl_bn"`` -> ``("Ave_Maria", ["ob", "cl", "bn"])``). ValueError if the
+    name is not ``NN_Title_code...`` or leaves no title.
+    """
     m = _PIECE_RE.match(piece)
     if not m:
         raise ValueError(f"{piece!r} is not a URMP piece folder name (NN_Title_code_code...)")
-    return m.group(3).strip("_").split("_")
+    tokens = piece.split("_")[1:]
+    if n_parts is None:
+        k = 0
+        while k < len(tokens) - 1 and tokens[-1 - k] in URMP_CODES:
+            k += 1
+    else:
+        k = int(n_parts)
+    if not 0 < k < len(tokens) or not all(re.fullmatch(r"[a-z]+", t) for t in tokens[-k:]):
+        raise ValueError(
+            f"{piece!r}: cannot split the name into a title and {n_parts or 'known'} instrument "
+            "code(s) (NN_Title_code_code...)"
+        )
+    return "_".join(tokens[:-k]), tokens[-k:]
+
+
+def piece_codes(piece: str) -> list[str]:
+    """Instrument codes of a piece folder name, in part order (``"12_Spring_vn_vn_vc"`` -> vn, vn, vc)."""
+    return parse_piece(piece)[1]
 
 
 def piece_title(piece: str) -> str:
-    """Title of a piece folder name (``"17_Nocturne_vn_fl_cl"`` -> ``"Nocturne"``)."""
-    return piece.split("_")[1]
+    """Title of a piece folder name (``"19_Ave_Maria_ob_cl_bn"`` -> ``"Ave_Maria"``)."""
+    return parse_piece(piece)[0]
 
 
 def make_split(
@@ -387,13 +423,34 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
         raise ManifestError(
             f"{raw_dir}: no URMP piece folders (NN_Title_codes with AuMix_*.wav) found"
         )
+    log.info("urmp: found %d piece folders below %s", len(pieces), raw_dir)
     check_split_coverage(pieces, split_of, raw_dir, "URMP piece folder", cfg, log)
+    split_of = fill_empty_splits(
+        {p: split_of[p] for p in pieces},
+        str(raw_dir),
+        bool(cfg.get("fill_empty_splits", False)),
+        int(cfg.get("seed", 0)),
+        log,
+        work_of=piece_title,
+    )
 
     notes_dir = out_dir / "notes"
     rows = []
+    used: list[Path] = []
     for piece in sorted(pieces):
         folder = pieces[piece]
-        codes = piece_codes(piece)
+        seps = _by_part(folder, _SEP_RE, None)
+        try:
+            codes = piece_codes(piece)
+        except ValueError:
+            codes = []  # no known code at the end: an unknown one, named below
+        try:
+            if len(seps) > len(codes):  # more stems than known codes: take that many tokens
+                codes = parse_piece(piece, n_parts=len(seps))[1]
+            elif not codes:
+                codes = piece_codes(piece)
+        except ValueError as exc:
+            raise ManifestError(f"{folder}: {exc}") from exc
         for c in codes:
             if c not in URMP_CODES:
                 raise ManifestError(
@@ -404,7 +461,6 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
             raise ManifestError(
                 f"{folder}: expected one AuMix_*.wav, found {[m.name for m in mixes]}"
             )
-        seps = _by_part(folder, _SEP_RE, None)
         f0s = _by_part(folder, _TXT_RE, "F0s")
         nts = _by_part(folder, _TXT_RE, "Notes")
         if sorted(seps) != list(range(1, len(codes) + 1)):
@@ -436,6 +492,7 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
                     f"{folder}: no F0s_{k}_*.txt or Notes_{k}_*.txt for part {k} ({code})"
                 )
             notes = clip_notes(notes, duration)
+            used.extend((stem, mixes[0]))
             track_id = f"{piece}_{k}_{code}"
             npath = notes_dir / f"{track_id}.csv"
             write_notes(npath, notes)
@@ -455,6 +512,7 @@ def build_urmp(raw_dir: Path, out_dir: Path, cfg: Mapping[str, Any]) -> Path:
                     "duration_s": duration,
                 }
             )
+    report_unused_audio(raw_dir, used, log, "urmp")
     path = out_dir / "manifest.parquet"
     write_manifest(pd.DataFrame(rows), path)
     log.info("urmp: %d pieces, %d tracks -> %s", len(pieces), len(rows), path)

@@ -116,8 +116,7 @@ def test_manifest_without_stems_gives_mixture_metrics_only(tmp_path: Path, folde
     manifest, _ = G._prepare_manifest(folder, wd, "all")
     df = pd.read_parquet(manifest)
     df["stem_path"] = ""
-    nostem = tmp_path / "nostem" / "manifest.parquet"
-    nostem.parent.mkdir()
+    nostem = wd / "nostem.parquet"  # beside the first: manifest paths are relative to its folder
     df.to_parquet(nostem, index=False)
     assert not G.has_stems(nostem) and G.has_stems(manifest)
     model = _checkpoint(tmp_path / "results", "2b")

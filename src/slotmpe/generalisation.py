@@ -296,13 +296,14 @@ def _prepare_manifest(data: Path, work_dir: Path, split: str) -> tuple[Path, str
     """``work_dir/manifest.parquet`` for a folder dataset or a manifest, and the dataset name.
 
     A folder is adapted by the ``folder`` builder; a ``manifest.parquet`` is copied with its paths
-    made absolute. ``split == "all"`` relabels every piece as ``test``. The file is rewritten only
+    re-based onto ``work_dir`` (manifest paths are relative to the manifest's folder). ``split == "all"`` relabels every piece as ``test``. The file is rewritten only
     when its content changes, so an unchanged dataset reuses the feature cache.
     """
     from slotmpe.datasets import build_dataset
-    from slotmpe.datasets.manifest import read_manifest, resolve_path
+    from slotmpe.datasets.manifest import read_manifest, relative_path, resolve_path
 
     data = Path(data)
+    work_dir.mkdir(parents=True, exist_ok=True)
     if data.is_dir():
         name = data.resolve().name
         built = build_dataset(name, {"type": "folder", "path": str(data)}, work_dir / "folder", 0)
@@ -316,8 +317,8 @@ def _prepare_manifest(data: Path, work_dir: Path, split: str) -> tuple[Path, str
         raise FileNotFoundError(f"{data} is neither a dataset folder nor a manifest.parquet")
     df = df.copy()
     for col in ("stem_path", "mix_path", "notes_path"):
-        df[col] = [str(resolve_path(base, p).resolve()) if isinstance(p, str) and p else ""
-                   for p in df[col]]
+        df[col] = [relative_path(work_dir, resolve_path(base, p)) if isinstance(p, str) and p
+                   else "" for p in df[col]]
     if split == "all":
         df["split"] = "test"
     elif not (df["split"] == split).any():

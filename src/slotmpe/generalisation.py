@@ -48,6 +48,7 @@ log = get_logger(__name__)
 SLOT_KEYS: tuple[str, ...] = ("slot_ap", "slot_f1", "slot_p", "slot_r", "timbre_cos",
                               "poly_stem_acc")
 TABLE_METRICS: tuple[str, ...] = ("std_f1", "slot_f1")
+STEMLESS_TYPES: frozenset[str] = frozenset({"musicnet"})  # dataset types whose manifests have no stems
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,16 @@
 # Helpers of the generalisation and report rules (target lists, input functions); kept apart from
 # the rules as in common.smk.
-from slotmpe.generalisation import generalisation_rows, generalisation_settings
+from slotmpe.generalisation import STEMLESS_TYPES, generalisation_rows, generalisation_settings
 from slotmpe.generalisation import metrics_paths as generalisation_metrics_paths
 
 GEN_TRAIN, GEN_TEST, GEN_RETUNE = generalisation_settings(config)
 
 
 def cross_embeddings(wildcards):
-    """Test stems embedded by the training dataset's encoder, for experiments with a timbre head."""
-    if get_experiment(wildcards.exp).timbre_head:
+    """Test stems embedded by the training dataset's encoder, for experiments with a timbre head
+    (none for a test dataset without stems, e.g. MusicNet: mixture metrics only)."""
+    stemless = config["datasets"][wildcards.test_ds]["type"] in STEMLESS_TYPES
+    if get_experiment(wildcards.exp).timbre_head and not stemless:
         return [f"results/{wildcards.dataset}/timbre/on_{wildcards.test_ds}/embeddings.parquet"]
     return []
 

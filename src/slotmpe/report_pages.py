@@ -31,7 +31,8 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
 p { max-width: 60em; line-height: 1.4; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; white-space: normal; vertical-align: bottom; } td:first-child, th:first-child { text-align: left; }
+th { background: #f0f0f0; white-space: normal; vertical-align: bottom; }
+td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
 code { background: #f4f4f4; padding: 0 0.2em; }
 """

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,116 @@ def test_config_validation() -> None:
         tr.TrainConfig(plateau_factor=1.5)
     with pytest.raises(ValueError):
         tr.TrainConfig(windows_per_epoch=0)
+
+
+def _one_step_weights(cache: Path, embeddings_path: Path, cfg: tr.TrainConfig
+                      ) -> dict[str, torch.Tensor]:
+    """Weights after one optimised training step of 3c from seed 0, as train_experiment sets it up."""
+    exp = get_experiment("3c")
+    emb = tr.load_embeddings_table(embeddings_path)
+    train, _ = tr.make_datasets(cache, cfg, emb)
+    with tr.deterministic_mode("cpu", cfg.deterministic):
+        tr.seed_everything(cfg.seed)
+        model = build_model("3c")
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = tr.make_optimizer(model, cfg.lr, cfg.weight_decay)
+        batch = tr.batch_to(next(iter(DataLoader(train, batch_size=cfg.batch_size))), "cpu",
+                            cfg.channels_last)
+        tr.train_step(model, batch, exp, default_loss_weights(exp), opt, cfg.timbre_match_weight)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_one_training_step_is_bit_exact_twice(
+    cache: Path, embeddings_path: Path, channels_last: bool
+) -> None:
+    """Same seed, same CPU: one full step (matching, every loss, fused AdamW) gives bit-identical
+    weights twice."""
+    cfg = _cfg(batch_size=4, channels_last=channels_last)
+    a = _one_step_weights(cache, embeddings_path, cfg)
+    b = _one_step_weights(cache, embeddings_path, cfg)
+    assert _same(a, b)
+
+
+def test_channels_last_computes_the_same(cache: Path, embeddings_path: Path) -> None:
+    """Channels-last is a memory layout only: same outputs, losses and gradients (float tolerance)
+    for the same weights and batch."""
+    exp = get_experiment("3c")
+    train, _ = tr.make_datasets(cache, _cfg(), tr.load_embeddings_table(embeddings_path))
+    batch = next(iter(DataLoader(train, batch_size=4)))
+    torch.manual_seed(0)
+    ref = build_model("3c")
+    fast = build_model("3c")
+    fast.load_state_dict(ref.state_dict())
+    fast = fast.to(memory_format=torch.channels_last)
+    res = []
+    for model, cl in ((ref, False), (fast, True)):
+        b = tr.batch_to(batch, "cpu", cl)
+        model.train()
+        losses = tr.forward_losses(model, b, exp, default_loss_weights(exp))
+        losses["total"].backward()
+        res.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (la, ga), (lb, gb) = res
+    for k in la:
+        torch.testing.assert_close(la[k], lb[k], rtol=1e-4, atol=1e-6, msg=k)
+    assert ga.keys() == gb.keys()
+    # gradients are sums over thousands of cells in another order, amplified by BatchNorm's
+    # centring; some are exactly 0 in theory (e.g. slot_attention.to_q.bias: softmax over slots is
+    # invariant to it) and pure rounding noise in both layouts: compare the whole gradient vector
+    va = torch.cat([ga[k].flatten() for k in ga])
+    vb = torch.cat([gb[k].flatten() for k in ga])
+    assert float((va - vb).norm() / va.norm()) < 1e-2
+
+
+def test_fused_adamw_matches_plain_adamw() -> None:
+    """make_optimizer's fused AdamW takes the same step as torch's reference AdamW."""
+    torch.manual_seed(0)
+    m1 = torch.nn.Linear(7, 5)
+    m2 = torch.nn.Linear(7, 5)
+    m2.load_state_dict(m1.state_dict())
+    o1 = tr.make_optimizer(m1, 1e-2, 0.01)
+    o2 = torch.optim.AdamW(m2.parameters(), lr=1e-2, weight_decay=0.01, foreach=False)
+    x = torch.randn(3, 7)
+    for _ in range(3):
+        for m, o in ((m1, o1), (m2, o2)):
+            o.zero_grad()
+            m(x).square().sum().backward()
+            o.step()
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(p1, p2, rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_is_ignored_on_cpu(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """bf16 autocast is CUDA-only: on the CPU the step runs in float32 and says so."""
+    exp = get_experiment("1a")
+    train, _ = tr.make_datasets(cache, _cfg(), None)
+    batch = next(iter(DataLoader(train, batch_size=2)))
+    torch.manual_seed(0)
+    model = build_model("1a")
+    with caplog.at_level("WARNING"):
+        with tr._autocast("cpu", True):
+            out = model(batch["x"])
+    assert out["mix_logits"].dtype == torch.float32
+    ref = tr.forward_losses(model, batch, exp, default_loss_weights(exp), bf16=False)["total"]
+    got = tr.forward_losses(model, batch, exp, default_loss_weights(exp), bf16=True)["total"]
+    assert torch.equal(ref, got)
+
+
+def test_deterministic_mode_sets_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU: deterministic algorithms on inside, previous state after. CUDA settings (TF32 off,
+    CUBLAS_WORKSPACE_CONFIG) are applied for a CUDA device even where none exists (flags only)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    with tr.deterministic_mode("cpu"):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert torch.are_deterministic_algorithms_enabled() == before
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with tr.deterministic_mode("cuda"):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == tr.CUBLAS_WORKSPACE
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == tf32
+    with tr.deterministic_mode("cuda", enabled=False):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.benchmark

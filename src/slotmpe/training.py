@@ -33,11 +33,19 @@ Decisions (where the paper is silent):
 * **Speed (CPU, 2 threads, batch 8; ``benchmarks/bench_train.py``).** Data loading runs at
   ~3600 windows/s in the main process, far above the step rate, so ``num_workers: 0`` is right on
   small machines. On a 2-core AMD EPYC (AVX2, no native bf16) one full 3c step (forward, Hungarian
-  matching, every loss term, backward, AdamW) runs at ~25 windows/s and 1a at ~130-170 windows/s.
-  Measured options, all off by default: ``compile`` gave 1.3-1.4x for 3c (35 vs 25 windows/s, the
-  loss after 8 steps within 2% of fp32, compilation time not counted), worth it for long runs;
-  ``channels_last`` gave 1.0-1.2x; ``bf16`` autocast was ~9x *slower* on
-  this CPU (no AVX512-BF16/AMX), so it is only worth trying on CPUs or GPUs with native bf16.
+  matching, every loss term, backward, AdamW) ran at ~25 windows/s and 1a at ~130-170 windows/s
+  with the plain layout. The profile is dominated by convolutions (forward and backward ~30 %),
+  ``mm``/``bmm`` (~25 %: token projection, folded attention, FiLM decoder) and BatchNorm; the
+  Hungarian matching (one batched cost matrix by ``bmm``, one host copy, scipy on 8 x <= 8
+  matrices) does not appear among the top ops. Defaults: channels-last
+  convolutions (``channels_last: true``, same outputs within float tolerance) and fused AdamW
+  (:func:`make_optimizer`): 1.12x for 3c and 1.35x for 1a, measured interleaved in one process on
+  a loaded machine. ``compile`` (off by default) gave 1.3-1.4x for 3c on an idle machine but no
+  gain under load, costs minutes of compilation per model and recompiles for eval mode; ``bf16``
+  autocast is CUDA-only (it was ~9x *slower* on this CPU, which lacks AVX512-BF16/AMX).
+* **GPU.** The device is CUDA when present (``device: auto``), never required. With
+  ``deterministic: true`` (default) :func:`deterministic_mode` sets ``CUBLAS_WORKSPACE_CONFIG``,
+  turns TF32 and cuDNN benchmarking off; ``deterministic: false`` turns them on.
 """
 
 from __future__ import annotations
@@ -46,7 +54,9 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import functools
 import math
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -98,8 +108,12 @@ class TrainConfig:
             ``"total"`` or one of the experiment's loss terms.
         grad_clip: clip the global gradient norm to this value (``None`` = no clipping).
         channels_last: run the model in channels-last memory format.
-        bf16: bfloat16 autocast of the forward pass (the losses are computed in float32).
-        compile: wrap the model in ``torch.compile``.
+        bf16: bfloat16 autocast of the forward pass (the losses are computed in float32); CUDA
+            only: on the CPU it is ignored with a warning (measured ~9x slower without native bf16).
+        compile: wrap the model in ``torch.compile`` (see the module docstring for its cost).
+        deterministic: deterministic algorithms during the run; on CUDA also
+            ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, TF32 off and cuDNN benchmarking off. ``False``
+            allows TF32 and cuDNN benchmarking on CUDA (faster, not bit-reproducible).
         keep_checkpoint: keep ``checkpoint_last.pt`` after a finished run.
         progress: show a tqdm progress bar.
         widths: width preset of the model (``slotmpe.models.WIDTH_PRESETS``: efficient, wide).
@@ -124,9 +138,10 @@ class TrainConfig:
     timbre_match_weight: float = 1.0
     selection_metric: str = "total"
     grad_clip: float | None = None
-    channels_last: bool = False
+    channels_last: bool = True
     bf16: bool = False
     compile: bool = False
+    deterministic: bool = True
     keep_checkpoint: bool = False
     progress: bool = True
     widths: str = "efficient"
@@ -203,9 +218,29 @@ def batch_to(batch: Mapping[str, Any], device: torch.device | str, channels_last
 
 
 def _autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; on any other device a no-op (with a one-time warning)."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    kind = torch.device(device).type
+    if kind != "cuda":
+        _warn_bf16_off(kind)
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16)
+
+
+@functools.cache
+def _warn_bf16_off(kind: str) -> None:
+    log.warning("bf16 autocast is a CUDA-only option; ignored on %s (float32 is used)", kind)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.01
+                   ) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters, with the fused kernel (one kernel for all parameters,
+    same update rule, deterministic on CPU and CUDA) where the device supports it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    dev = params[0].device.type if params else "cpu"
+    fused = dev in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def _float_outputs(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -423,20 +458,42 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
+CUBLAS_WORKSPACE = ":4096:8"
+
+
 @contextlib.contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms (warn-only: ops without one warn) for the duration of a run."""
+def deterministic_mode(device: torch.device | str, enabled: bool = True) -> Iterator[None]:
+    """Reproducible numerics for the duration of a run; everything is restored afterwards.
+
+    ``enabled``: ``torch.use_deterministic_algorithms(True, warn_only=True)`` (ops without a
+    deterministic implementation warn); on CUDA also ``CUBLAS_WORKSPACE_CONFIG`` (set to
+    ``:4096:8`` unless already set; cuBLAS reads it when it first initialises, so set it in the
+    environment to be sure), TF32 off for matmuls and cuDNN, cuDNN deterministic and not
+    benchmarking. Not ``enabled`` on CUDA: TF32 and cuDNN benchmarking on (fast, not reproducible).
+    On the CPU, disabled means torch's defaults.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
     prev = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    prev_env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cuda:
+        if enabled and prev_env is None:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not enabled
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = enabled, not enabled
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
+        if cuda and enabled and prev_env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def train_experiment(
@@ -495,12 +552,14 @@ def train_experiment(
     ckpt_path, model_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / MODEL_NAME, out_dir / LOG_NAME
     identity = _identity(exp.name, cfg)
 
-    with _deterministic(device):
+    if cfg.bf16 and device.type != "cuda":
+        log.warning("train.bf16 is a CUDA-only option; training on %s in float32", device)
+    with deterministic_mode(device, cfg.deterministic):
         seed_everything(cfg.seed)
         model = build_model(exp.name, preset=cfg.widths).to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
             min_lr=cfg.min_lr,
@@ -583,7 +642,7 @@ def train_experiment(
         "train_config": copy.deepcopy(dataclasses.asdict(cfg)), "loss_weights": weights,
         "device": str(device), "threads": threads,
     }
-    save_checkpoint(model_path, model.cpu(), extra)
+    save_checkpoint(model_path, model.cpu().to(memory_format=torch.contiguous_format), extra)
     _write_log(log_path, rows)
     if not cfg.keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from test_workflow import REPO, job_counts, run_snakemake
 
+from slotmpe.config import load_config
+
 
 @pytest.fixture()
 def workdir(tmp_path: Path) -> Path:
@@ -22,19 +24,21 @@ def test_default_dry_run_lists_generalisation_and_report_jobs(workdir: Path) -> 
     res = run_snakemake(["-n"], workdir)
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    assert counts["evaluate_cross"] == 14  # 14 Table III models, each on the other dataset
+    n_seeds = len(load_config(workdir / "config.yaml")["seeds"])
+    assert counts["evaluate_cross"] == 14 * n_seeds  # 14 Table III models, on the other dataset
     assert counts["export_cross_embeddings"] == 2  # chamber encoder on electro stems and back
-    assert counts["training_curves"] == 14
+    assert counts["training_curves"] == 14 * n_seeds
     for rule in ("generalisation_table", "report_table3", "report_table1", "report_generalisation",
-                 "table1"):
+                 "report_findings", "table1"):
         assert counts[rule] == 1, rule
     assert "tune_thresholds_cross" not in counts  # retune is off by default
     res = run_snakemake(["-n", "--config", "generalisation={train: [chamber], test: [chamber, "
                          "electro], retune: true}"], workdir)
     assert res.returncode == 0, res.stderr + res.stdout
     counts = job_counts(res.stdout)
-    assert counts["evaluate_cross"] == 8 and counts["tune_thresholds_cross"] == 8  # chamber rows
-    assert counts["evaluate_cross_retuned"] == 8
+    assert counts["evaluate_cross"] == 8 * n_seeds  # chamber rows
+    assert counts["tune_thresholds_cross"] == 8 * n_seeds
+    assert counts["evaluate_cross_retuned"] == 8 * n_seeds
 
 
 def test_generalisation_config_errors(workdir: Path) -> None:
@@ -71,6 +75,7 @@ def test_tiny_cross_dataset_and_report(workdir: Path) -> None:
     res = run_snakemake(["--report", "report.html", "--config", "profile=tiny", rows], workdir)
     assert res.returncode == 0, res.stderr + res.stdout
     html = (workdir / "report.html").read_text()
-    for needle in ("Table III", "Generalisation", "4. Training curves", "Fig. 2", "Table I",
+    assert (workdir / "results/report/findings.html").read_text().count("<table>") >= 1
+    for needle in ("Table III", "Findings", "Generalisation", "4. Training curves", "Fig. 2", "Table I",
                    "curves.png", "fig2_umap.png", "generalisation.html", "table1.html"):
         assert needle in html, needle

@@ -16,6 +16,10 @@ timbre head or without any known source embedding (e.g. a dataset without stems)
 ``poly_*`` without a polyphony head (and ``poly_stem_acc`` outside the stem task). Plus ``exp``,
 ``dataset``, ``seed``, ``split``, ``n_files``, ``n_frames``, ``n_matched_pairs``, ``n_cos_pairs``
 and the thresholds used.
+
+``per_file.csv`` (beside ``metrics.json``): per test file and output (``mix``, ``slot``) the cell
+counts ``tp, fp, fn`` at the tuned thresholds (see :func:`per_file_counts`), so that
+:mod:`slotmpe.stats` computes seed and file statistics without rerunning inference.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,7 +37,11 @@ from slotmpe import metrics as M
 from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
 from slotmpe.inference import DEFAULT_MAX_FRAMES, predict
+from slotmpe.stats import PER_FILE_NAME
 from slotmpe.utils import atomic_path, get_logger, resolve_device
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = get_logger(__name__)
 
@@ -132,6 +140,9 @@ class SplitResults:
     n_frames: int = 0
     n_matched: int = 0
     n_target_cells: int = 0  # active cells of present slot targets
+    files: list[str] = field(default_factory=list)  # piece id of each file, in order
+    file_frames: list[int] = field(default_factory=list)  # frames of each file
+    slot_files: list[int] = field(default_factory=list)  # file index of each ``slots`` entry
 
 
 def slot_targets(exp: Experiment, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -165,6 +176,8 @@ def collect(
         pred = predict(model, item["x"], device=device, max_frames=max_frames)
         mix_t = _np(item["mix"]) > 0.5  # (72, T)
         res.mix.add(mix_t, pred["mix"])
+        res.files.append(str(item.get("piece_id", i)))
+        res.file_frames.append(int(mix_t.shape[-1]))
         res.n_files += 1
         res.n_frames += int(mix_t.shape[-1])
         if exp.poly_head and "poly" in pred:
@@ -179,6 +192,7 @@ def collect(
         else:
             assign = M.match_slots(pred["slots"], targets, present)
         res.slots.add(*M.slot_cells(pred["slots"], targets, assign, present))
+        res.slot_files.append(len(res.files) - 1)
         res.n_matched += len(assign[0])
         active = targets.reshape(targets.shape[0], -1).any(axis=1)
         if present is not None:
@@ -192,6 +206,29 @@ def collect(
             res.poly_stem[0] += c
             res.poly_stem[1] += n
     return res
+
+
+def per_file_counts(res: SplitResults, t_mix: float, t_slot: float | None) -> pd.DataFrame:
+    """One row per (file, output) of the pooled cells at the thresholds (``per_file.csv``).
+
+    Columns :data:`slotmpe.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
+    ``"slot"`` (slot rows only for experiments with slots and a slot threshold), ``tp, fp, fn``
+    (cells at the threshold; their sums over all files are the pooled Table III counts),
+    ``n_frames`` and the ``threshold`` used.
+    """
+    import pandas as pd
+
+    from slotmpe.stats import PER_FILE_COLUMNS
+
+    rows = []
+    for i, (y, s) in enumerate(zip(res.mix.labels, res.mix.scores, strict=True)):
+        rows.append((res.files[i], "mix", *M.counts_at_threshold(y, s, t_mix),
+                     res.file_frames[i], t_mix))
+    if t_slot is not None:
+        for fi, y, s in zip(res.slot_files, res.slots.labels, res.slots.scores, strict=True):
+            rows.append((res.files[fi], "slot", *M.counts_at_threshold(y, s, t_slot),
+                         res.file_frames[fi], t_slot))
+    return pd.DataFrame.from_records(rows, columns=list(PER_FILE_COLUMNS))
 
 
 def _pct(x: float | None) -> float | None:
@@ -262,10 +299,14 @@ def evaluate_model(
     split: str = "test",
     device: str | None = None,
     max_frames: int | None = DEFAULT_MAX_FRAMES,
+    per_file_path: Path | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Table III metrics of one trained model on the full ``split`` files -> ``metrics.json``.
+
+    Also writes the per-file counts (:func:`per_file_counts`) to ``per_file_path`` (default:
+    ``per_file.csv`` beside ``out_path``), the input of :mod:`slotmpe.stats`.
 
     Args:
         model_path: ``model.pt``; thresholds_path: ``thresholds.json`` from :func:`tune_thresholds`.
@@ -315,6 +356,11 @@ def evaluate_model(
         device=dev,
     )
     out.update(extra or {})
+    slot_rows = exp.uses_slots and res.n_target_cells > 0
+    per_file = per_file_counts(res, t_mix, t_slot if slot_rows else None)
+    per_file_path = Path(out_path).with_name(PER_FILE_NAME) if per_file_path is None else per_file_path
+    with atomic_path(Path(per_file_path)) as tmp:
+        per_file.to_csv(tmp, index=False)
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
     log.info("%s on %s %s: std AP %.2f F1 %.2f, slot F1 %s", info["exp"], info["dataset"], split,

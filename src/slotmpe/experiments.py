@@ -55,6 +55,7 @@ class Experiment:
     poly_mix_loss: bool = False
     poly_slot_loss: bool = False
     paper_params: int = 0
+    derived_from: str | None = None
     description: str = field(default="", compare=False)
 
     @property
@@ -87,7 +88,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("2b", "stem", 8, "hungarian", timbre_head=True, film=True,
                    paper_params=1_378_851, description="2a + FiLM timbre conditioning"),
         Experiment("3a", "stem", 8, "hungarian", timbre_head=True, film=True, poly_head=True,
-                   paper_params=1_684_875, description="2b + polyphony head (no polyphony loss)"),
+                   paper_params=1_684_875, derived_from="2b",
+                   description="2b + polyphony head (no polyphony loss)"),
         Experiment("3b", "stem", 8, "hungarian", timbre_head=True, film=True, poly_head=True,
                    poly_mix_loss=True, paper_params=1_684_875,
                    description="3a + mixture polyphony loss"),

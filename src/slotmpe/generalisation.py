@@ -162,8 +162,10 @@ def evaluate_cross(
     max_frames: int | None = None,
     progress: bool = False,
     threads: int | None = None,
+    per_file_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Score a model trained on ``train_ds`` on the test files of ``test_ds`` -> ``out_path``.
+    """Score a model trained on ``train_ds`` on the test files of ``test_ds`` -> ``out_path``
+    (and its per-file counts -> ``per_file_path``, default ``per_file.csv`` beside it).
 
     Args:
         model_path: ``results/{train_ds}/{exp}/seed{seed}/model.pt``.
@@ -181,7 +183,8 @@ def evaluate_cross(
     return evaluate_model(
         model_path, thresholds_path, test_feature_dir, out_path,
         embeddings_path=embeddings_path if stems else None, split="test", max_frames=max_frames,
-        extra=_extra(train_ds, test_ds, source, stems), progress=progress,
+        per_file_path=per_file_path, extra=_extra(train_ds, test_ds, source, stems),
+        progress=progress,
     )
 
 

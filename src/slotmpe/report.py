@@ -7,7 +7,8 @@ Table III (:func:`write_table3`)
     (e.g. ``chamber -> urmp``, ``electro -> mshoxxdb``); rows without a counterpart in the paper
     follow in configured order. Columns are exactly those of ``reference/paper_table3.csv``
     followed by ``n_seeds`` and, when any row has more than one seed, one ``<col>_std`` column per
-    metric (sample standard deviation, ``ddof=1``; empty for single-seed rows). Percentages have
+    metric (sample standard deviation, ``ddof=1``, :func:`slotmpe.stats.mean_std`; empty for
+    single-seed rows). Percentages have
     two decimals, ``timbre_cos`` four. A metric that does not apply (``null`` in every seed) is
     left empty; if only some seeds have it, the mean is over those seeds.
 
@@ -24,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from slotmpe.experiments import EXPERIMENTS
+from slotmpe.stats import mean_std
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
@@ -118,15 +119,6 @@ def order_rows(
     return [r for _, r in sorted(keyed)]
 
 
-def _aggregate(values: list[float | None]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return None, None
-    mean = float(np.mean(vals))
-    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-    return mean, std
-
-
 def build_table3(
     metrics_paths: Iterable[Path],
     rows: Sequence[tuple[str, str]],
@@ -160,7 +152,7 @@ def build_table3(
         rec: dict[str, object] = {"exp": exp, "dataset": ds}
         stds: dict[str, object] = {}
         for c in cols[2:]:
-            mean, std = _aggregate([r.get(c) for r in runs])
+            mean, std = mean_std([r.get(c) for r in runs])
             rec[c] = None if mean is None else round(mean, _decimals(c))
             stds[f"{c}_std"] = None if std is None else round(std, _decimals(c))
         rec["n_seeds"] = len(runs)

@@ -26,6 +26,7 @@ def curves_targets():
 
 REPORT_TARGETS = [
     "results/report/table3.html",
+    "results/report/findings.html",
     "results/report/table1.html",
     "results/report/generalisation.html",
     *curves_targets(),

@@ -31,6 +31,7 @@ rule evaluate_cross:
         embeddings=cross_embeddings,
     output:
         metrics="results/{dataset}/{exp}/seed{seed}/on_{test_ds}/metrics.json",
+        per_file="results/{dataset}/{exp}/seed{seed}/on_{test_ds}/per_file.csv",
     params:
         max_frames=config["eval"]["max_frames"],
         retuned=False,
@@ -71,6 +72,7 @@ use rule evaluate_cross as evaluate_cross_retuned with:
         embeddings=cross_embeddings,
     output:
         metrics="results/{dataset}/{exp}/seed{seed}/on_{test_ds}/metrics_retuned.json",
+        per_file="results/{dataset}/{exp}/seed{seed}/on_{test_ds}/per_file_retuned.csv",
     params:
         max_frames=config["eval"]["max_frames"],
         retuned=True,

@@ -41,6 +41,26 @@ rule report_table3:
         "../scripts/markdown_page.py"
 
 
+rule report_findings:
+    input:
+        md=["results/findings.md"],
+    output:
+        html=report(
+            "results/report/findings.html",
+            category="1. Results",
+            labels={"table": "Findings"},
+            caption="../report/findings.rst",
+        ),
+    params:
+        title="Findings",
+    log:
+        "logs/report/findings_html.log",
+    conda:
+        ENV
+    script:
+        "../scripts/markdown_page.py"
+
+
 rule report_generalisation:
     input:
         md=["results/generalisation.md"],

@@ -1,4 +1,5 @@
-# Slot-model training: one job per (dataset, experiment, seed).
+# Slot-model training: one job per (dataset, experiment, seed); derived experiments (3a) are built
+# from their base run without training (slotmpe.derive).
 
 
 rule train_model:
@@ -8,9 +9,12 @@ rule train_model:
     output:
         model="results/{dataset}/{exp}/seed{seed}/model.pt",
         log_csv="results/{dataset}/{exp}/seed{seed}/train_log.csv",
+    wildcard_constraints:
+        exp="|".join(TRAINED),
     params:
+        torch_threads=torch_threads,
         train={**config["train"], "widths": config["model"]["widths"]},
-    threads: 1
+    threads: cpu_threads(JOB_THREADS)
     resources:
         mem_mb=6000,
         runtime=600,
@@ -22,3 +26,19 @@ rule train_model:
         ENV
     script:
         "../scripts/train_model.py"
+
+
+rule derive_model:
+    input:
+        unpack(derived_base),
+    output:
+        model="results/{dataset}/{exp}/seed{seed}/model.pt",
+        log_csv="results/{dataset}/{exp}/seed{seed}/train_log.csv",
+    wildcard_constraints:
+        exp="|".join(DERIVED) or "^$",
+    log:
+        "logs/train/{dataset}_{exp}_seed{seed}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/derive_model.py"

@@ -12,6 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821
         test_feature_dir=Path(snakemake.input.index).parent,  # noqa: F821
         test_manifest=Path(snakemake.input.manifest),  # noqa: F821
         out_path=Path(snakemake.output.metrics),  # noqa: F821
+        per_file_path=Path(snakemake.output.per_file),  # noqa: F821
         train_ds=snakemake.wildcards.dataset,  # noqa: F821
         test_ds=snakemake.wildcards.test_ds,  # noqa: F821
         embeddings_path=Path(snakemake.input.embeddings[0]) if snakemake.input.embeddings else None,  # noqa: F821

@@ -17,9 +17,6 @@ For every experiment and width preset (``slotmpe.models.WIDTH_PRESETS``):
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -105,36 +102,26 @@ def forward_mflops(model: nn.Module, window: int = WINDOW_FRAMES) -> float:
     return fc.get_total_flops() / 1e6
 
 
-def capacity_table(presets: tuple[str, ...] = ("efficient", "wide")) -> pd.DataFrame:
-    """One row per (preset, exp): components, total, grad_params, paper count, delta %, MFLOPs."""
+def capacity_row(exp_name: str, preset: str = "efficient") -> dict[str, object]:
+    """Capacity of one configuration: ``widths``, the parameters per component, ``params``,
+    ``paper_params``, ``delta_pct`` (two decimals), ``grad_params`` and ``mflops``."""
     from slotmpe.models import build_model
 
-    recs = []
-    for preset in presets:
-        for name, e in EXPERIMENTS.items():
-            model = build_model(name, preset=preset)
-            comp = component_params(model)
-            total = int(sum(comp.values()))
-            recs.append({
-                "widths": preset, "exp": name, **comp, "params": total,
-                "paper_params": int(e.paper_params),
-                "delta_pct": round(100.0 * (total - e.paper_params) / e.paper_params, 2),
-                "grad_params": grad_params(model, name),
-                "mflops": round(forward_mflops(model), 1),
-            })
-    return pd.DataFrame.from_records(recs)
+    e = get_experiment(exp_name)
+    model = build_model(exp_name, preset=preset)
+    comp = component_params(model)
+    total = int(sum(comp.values()))
+    return {
+        "widths": preset, **comp, "params": total, "paper_params": int(e.paper_params),
+        "delta_pct": round(100.0 * (total - e.paper_params) / e.paper_params, 2),
+        "grad_params": grad_params(model, exp_name),
+        "mflops": round(forward_mflops(model), 1),
+    }
 
 
-def write_capacity(out_csv: Path) -> pd.DataFrame:
-    """Write :func:`capacity_table` to ``out_csv`` (atomically)."""
-    from slotmpe.utils import atomic_path
-
-    df = capacity_table()
-    with atomic_path(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
-    return df
-
-
-def share(df: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
-    """Fraction of each row's parameters in ``cols`` (e.g. the FFN, or trunk + branches)."""
-    return df[list(cols)].sum(axis=1).to_numpy() / df["params"].to_numpy()
+def capacity_table(presets: tuple[str, ...] = ("efficient", "wide")) -> pd.DataFrame:
+    """One row per (preset, exp) of :func:`capacity_row` (the efficient-vs-wide comparison in the
+    README; ``table1.csv`` has the configured preset)."""
+    return pd.DataFrame.from_records(
+        [{"exp": name, **capacity_row(name, p)} for p in presets for name in EXPERIMENTS]
+    )

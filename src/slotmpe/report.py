@@ -298,27 +298,19 @@ def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
     parameters that receive a gradient in a training step) and ``mflops`` (forward MFLOPs per
     23-frame window).
     """
-    from slotmpe.capacity import COMPONENTS, component_params, forward_mflops, grad_params
-    from slotmpe.models import build_model
+    from slotmpe.capacity import COMPONENTS, capacity_row
 
     recs = []
     for name, e in EXPERIMENTS.items():
-        model = build_model(name, preset=widths)
-        comp = component_params(model)
-        params = int(sum(comp.values()))
+        cap = capacity_row(name, widths)
         recs.append({
             "exp": name,
             "task": e.task,
             "slots": e.n_slots if e.uses_slots else 0,
             "matching": e.matching,
             "flags": _flags(name),
-            "params": params,
-            "paper_params": int(e.paper_params),
-            "delta_pct": round(100.0 * (params - e.paper_params) / e.paper_params, 2),
-            "widths": widths,
-            **{c: comp[c] for c in COMPONENTS},
-            "grad_params": grad_params(model, name),
-            "mflops": round(forward_mflops(model), 1),
+            **{k: cap[k] for k in ("params", "paper_params", "delta_pct", "widths", *COMPONENTS,
+                                   "grad_params", "mflops")},
         })
     df = pd.DataFrame.from_records(recs)
     with atomic_path(out_csv) as tmp:

@@ -112,7 +112,9 @@ def test_table1(tmp_path: Path) -> None:
     pytest.importorskip("slotmpe.models")
     df = report.write_table1(tmp_path / "table1.csv")
     assert list(df.columns) == ["exp", "task", "slots", "matching", "flags", "params",
-                                "paper_params", "delta_pct"]
+                                "paper_params", "delta_pct", "widths", "trunk", "global_branch",
+                                "slot_branch", "slot_attention", "ffn", "decoder", "heads",
+                                "grad_params", "mflops"]
     assert list(df["exp"]) == ["1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c"]
     assert df.loc[df.exp == "1a", "slots"].item() == 0
     assert df.loc[df.exp == "3c", "paper_params"].item() == 1_684_875

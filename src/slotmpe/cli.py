@@ -1,4 +1,4 @@
-"""The ``slotmpe`` command line: ``transcribe``, ``params`` and ``info``.
+"""The ``slotmpe`` command line: ``transcribe``, ``evaluate``, ``params`` and ``info``.
 
 Parsing (:func:`build_parser`, :func:`main`) is kept apart from the typed functions that do the work
 (:func:`run_transcribe`, :func:`run_params`, :func:`run_info`), which tests and scripts can call
@@ -206,6 +206,51 @@ def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
     return 0
 
 
+def run_evaluate(
+    model_path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    thresholds: str | os.PathLike[str] | None = None,
+    tune: bool = False,
+    encoder: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    max_frames: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Score a trained model on a folder dataset or manifest (:func:`slotmpe.generalisation.
+    evaluate_dataset`), print the metrics and write ``metrics.json``; returns 0."""
+    from slotmpe.generalisation import evaluate_dataset
+    from slotmpe.utils import set_threads
+
+    if not Path(model_path).is_file():
+        raise CLIError(f"model {model_path} does not exist")
+    if not Path(data).exists():
+        raise CLIError(f"data {data} does not exist")
+    if threads:
+        set_threads(threads)
+    wd = Path(work_dir) if work_dir else Path("slotmpe_eval") / Path(data).resolve().stem
+    res = evaluate_dataset(
+        Path(model_path), Path(data), wd, split=split,
+        thresholds_path=Path(thresholds) if thresholds else None, tune=tune,
+        encoder_path=Path(encoder) if encoder else None, out_path=Path(out) if out else None,
+        device=None if device == "auto" else device, max_frames=max_frames or None,
+        progress=progress,
+    )
+    keys = ("std_ap", "std_f1", "std_p", "std_r", "slot_ap", "slot_f1", "slot_p", "slot_r",
+            "timbre_cos", "poly_std_acc", "poly_stem_acc")
+    print(f"{res['exp']} (trained on {res.get('train_dataset')}) on {res.get('test_dataset')} "
+          f"[{split}]: {res['n_files']} files, {res['n_frames']} frames; thresholds from "
+          f"{res.get('thresholds_from')}")
+    for k in keys:
+        v = res.get(k)
+        print(f"  {k:14s} {'-' if v is None else f'{v:.4f}' if k == 'timbre_cos' else f'{v:.2f}'}")
+    print(f"written to {Path(out) if out else wd / 'metrics.json'}")
+    return 0
+
+
 def run_info() -> int:
     """Print package, Python, torch and device information and the signal constants; returns 0."""
     import torch
@@ -374,6 +419,45 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("-o", "--out", default="results/table1.csv", metavar="OUT",
                     help="CSV file to write (default: %(default)s)")
 
+    pe = sub.add_parser(
+        "evaluate",
+        help="score a trained model on a folder dataset or manifest (Table III metrics)",
+        description=(
+            "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
+            "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
+            "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir.\n"
+            "Thresholds: those tuned on the model's own validation split (thresholds.json beside\n"
+            "the model), --thresholds FILE, or --tune on DATA's val split. Slot metrics need stems."
+        ),
+        epilog=(
+            "example:\n"
+            f"  {PROG} evaluate results/chamber/3c/seed0/model.pt my_quartets/ --split all"
+        ),
+        formatter_class=fmt,
+    )
+    pe.add_argument("model", metavar="MODEL.pt", help="trained model")
+    pe.add_argument("data", metavar="DATA_DIR", help="folder dataset or manifest.parquet")
+    pe.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
+                    help="pieces to score; all = every piece (default: %(default)s)")
+    pe.add_argument("--thresholds", metavar="FILE", default=None,
+                    help="thresholds.json to use (default: the one beside the model)")
+    pe.add_argument("--tune", action="store_true",
+                    help="tune the thresholds on DATA's val split instead")
+    pe.add_argument("--encoder", metavar="FILE", default=None,
+                    help="timbre encoder for timbre cos (default: results/{dataset}/timbre/"
+                         "encoder.pt of the model's run, if present)")
+    pe.add_argument("--work-dir", metavar="DIR", default=None,
+                    help="cache and output folder (default: slotmpe_eval/<DATA name>)")
+    pe.add_argument("-o", "--out", metavar="FILE", default=None,
+                    help="metrics.json to write (default: WORK_DIR/metrics.json)")
+    pe.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the model runs (default: %(default)s)")
+    pe.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
+                    help="frames per model chunk on long files; 0 = whole file")
+    pe.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
+                    help="CPU threads for torch (default: torch's default)")
+    pe.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser(
         "info",
         help="print package, torch and device information and the signal constants",
@@ -412,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_params(args.out)
         if args.command == "info":
             return run_info()
+        if args.command == "evaluate":
+            return run_evaluate(
+                args.model, args.data, args.work_dir, split=args.split,
+                thresholds=args.thresholds, tune=args.tune, encoder=args.encoder, out=args.out,
+                device=args.device, max_frames=args.max_frames, threads=args.threads,
+                progress=not args.no_progress,
+            )
     except CLIError as exc:
         if args.debug:
             raise

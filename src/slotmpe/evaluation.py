@@ -160,14 +160,18 @@ def collect(
     dataset: Any,
     device: str,
     max_frames: int | None,
+    progress: bool = False,
 ) -> SplitResults:
-    """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs."""
+    """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs
+    (``progress``: a tqdm bar over the files on stderr)."""
+    from tqdm.auto import tqdm
+
     if exp.target_kind == "family":
         from slotmpe.data import check_family_labels
 
         check_family_labels(dataset.feature_dir, (dataset.split,), f"experiment {exp.name}")
     res = SplitResults()
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc=f"{exp.name} files", unit="file", disable=not progress):
         item = dataset[i]
         pred = predict(model, item["x"], device=device, max_frames=max_frames)
         mix_t = _np(item["mix"]) > 0.5  # (72, T)
@@ -243,17 +247,20 @@ def tune_thresholds(
     split: str = "val",
     device: str | None = None,
     max_frames: int | None = DEFAULT_MAX_FRAMES,
+    extra: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Pick the F1-optimal mixture and slot thresholds on the full ``split`` files.
 
     Writes ``out_path`` (``thresholds.json``, atomically) and returns its content; ``slots`` is
     ``None`` for 1a and when no file of the split has an active slot target (0.5 is then used at
-    test time).
+    test time). ``extra`` keys are added to the file (e.g. the dataset tuned on, for a model
+    trained on another one); ``progress`` shows a bar over the files.
     """
     model, exp, info = _load_model(Path(model_path))
     dev = resolve_device(device)
     ds = _file_dataset(Path(feature_dir), split, None)
-    res = collect(model, exp, ds, dev, max_frames)
+    res = collect(model, exp, ds, dev, max_frames, progress)
     t_mix, f1_mix = res.mix.best_threshold()
     t_slot: float | None = None
     f1_slot: float | None = None
@@ -262,7 +269,7 @@ def tune_thresholds(
     out = {
         "mix": t_mix, "slots": t_slot, "val_f1_mix": _pct(f1_mix), "val_f1_slots": _pct(f1_slot),
         **info, "split": split, "n_files": res.n_files, "n_frames": res.n_frames,
-        "max_frames": max_frames,
+        "max_frames": max_frames, **(extra or {}),
     }
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
@@ -293,6 +300,8 @@ def evaluate_model(
     device: str | None = None,
     max_frames: int | None = DEFAULT_MAX_FRAMES,
     per_file_path: Path | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Table III metrics of one trained model on the full ``split`` files -> ``metrics.json``.
 
@@ -305,6 +314,8 @@ def evaluate_model(
         embeddings_path: ``embeddings.parquet`` of the timbre encoder (for ``timbre_cos``).
         split: evaluated split; device: ``None`` = CUDA if available else CPU.
         max_frames: whole-file inference up to this length, chunked beyond (see inference).
+        extra: keys set last (override computed ones), e.g. the test dataset of a model trained
+            on another dataset (:mod:`slotmpe.generalisation`); progress: a bar over the files.
     """
     model, exp, info = _load_model(Path(model_path))
     th = _read_thresholds(Path(thresholds_path))
@@ -314,7 +325,7 @@ def evaluate_model(
     dev = resolve_device(device)
     emb = load_embeddings(embeddings_path) if exp.timbre_head else None
     ds = _file_dataset(Path(feature_dir), split, emb)
-    res = collect(model, exp, ds, dev, max_frames)
+    res = collect(model, exp, ds, dev, max_frames, progress)
 
     mix_prf = res.mix.prf(t_mix)
     out: dict[str, Any] = {
@@ -344,6 +355,7 @@ def evaluate_model(
         threshold_slots=t_slot if exp.uses_slots else None, max_frames=max_frames,
         device=dev,
     )
+    out.update(extra or {})
     slot_rows = exp.uses_slots and res.n_target_cells > 0
     per_file = per_file_counts(res, t_mix, t_slot if slot_rows else None)
     per_file_path = Path(out_path).with_name(PER_FILE_NAME) if per_file_path is None else per_file_path

@@ -236,8 +236,9 @@ def table3(
         write_findings(cells, findings_csv, findings_md, dict(aliases))
 
 
-def table1(out_csv: Path) -> None:
-    """Write Table I: the eight configurations with our and the paper's parameter counts."""
+def table1(out_csv: Path, widths: str = "efficient") -> None:
+    """Write Table I: the eight configurations with our and the paper's parameter counts, the
+    parameters per component, those that train and the MFLOPs per window (``widths`` preset)."""
     from slotmpe.report import write_table1
 
-    write_table1(out_csv)
+    write_table1(out_csv, widths)

@@ -287,27 +287,30 @@ def _flags(exp_name: str) -> str:
     return "+".join(on) if on else "-"
 
 
-def write_table1(out_csv: Path) -> pd.DataFrame:
-    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %.
+def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
+    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %,
+    and the capacity columns of :mod:`slotmpe.capacity`.
 
     Columns: ``exp, task, slots, matching, flags, params, paper_params, delta_pct`` where ``slots``
     is 0 for 1a (its slot head exists but is unused, as in the paper's Table I) and ``delta_pct =
-    100 * (params - paper_params) / paper_params`` (two decimals).
+    100 * (params - paper_params) / paper_params`` (two decimals); then ``widths`` (the preset),
+    the parameters per component (``slotmpe.capacity.COMPONENTS``), ``grad_params`` (measured:
+    parameters that receive a gradient in a training step) and ``mflops`` (forward MFLOPs per
+    23-frame window).
     """
-    from slotmpe.models import build_model, count_parameters
+    from slotmpe.capacity import COMPONENTS, capacity_row
 
     recs = []
     for name, e in EXPERIMENTS.items():
-        params = int(count_parameters(build_model(name)))
+        cap = capacity_row(name, widths)
         recs.append({
             "exp": name,
             "task": e.task,
             "slots": e.n_slots if e.uses_slots else 0,
             "matching": e.matching,
             "flags": _flags(name),
-            "params": params,
-            "paper_params": int(e.paper_params),
-            "delta_pct": round(100.0 * (params - e.paper_params) / e.paper_params, 2),
+            **{k: cap[k] for k in ("params", "paper_params", "delta_pct", "widths", *COMPONENTS,
+                                   "grad_params", "mflops")},
         })
     df = pd.DataFrame.from_records(recs)
     with atomic_path(out_csv) as tmp:

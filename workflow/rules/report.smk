@@ -26,6 +26,8 @@ rule table3:
 rule table1:
     output:
         csv="results/table1.csv",
+    params:
+        widths=config["model"]["widths"],
     log:
         "logs/report/table1.log",
     conda:

@@ -62,7 +62,12 @@ rule fig2_umap:
     input:
         png=f"results/{config['fig2_dataset']}/timbre/umap.png",
     output:
-        png="results/fig2_umap.png",
+        png=report(
+            "results/fig2_umap.png",
+            category="3. Figures",
+            labels={"figure": "Fig. 2"},
+            caption="../report/fig2.rst",
+        ),
     log:
         "logs/timbre/fig2.log",
     conda:

@@ -13,7 +13,7 @@ rule train_model:
         exp="|".join(TRAINED),
     params:
         torch_threads=torch_threads,
-        train=config["train"],
+        train={**config["train"], "widths": config["model"]["widths"]},
     threads: cpu_threads(JOB_THREADS)
     resources:
         mem_mb=6000,

@@ -9,17 +9,25 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_report.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/timbre.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/generalisation.smk"
+include: "workflow/rules/report_pages.smk"
 include: "workflow/rules/extensions.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
         "results/table3.csv",
         "results/fig2_umap.png",
+        "results/generalisation.csv",
+        REPORT_TARGETS,
     default_target: True

@@ -162,7 +162,7 @@ def _bad_files(d: Path) -> dict[str, Path]:
     sf.write(no_samples, np.zeros(0, dtype=np.float32), 16_000)  # valid header, 0 samples
     zero_bytes = d / "zerobytes.flac"
     zero_bytes.write_bytes(b"")
-    return {"cannot read audio": unreadable, "audio is empty": no_samples,
+    return {"undecodable format": unreadable, "audio is empty": no_samples,
             "file is empty": zero_bytes}
 
 

@@ -212,6 +212,23 @@ def test_tune_and_evaluate_end_to_end(tmp_path: Path, tiny_cache: Path, exp: str
     assert m["std_ap"] == pytest.approx(100 * pooled.ap())
     assert m["std_f1"] == pytest.approx(100 * pooled.prf(th["mix"])["f1"])
 
+    # per_file.csv: one row per (test file, output) whose summed counts give the pooled F1
+    import pandas as pd
+
+    from slotmpe.stats import PER_FILE_COLUMNS
+
+    pf = pd.read_csv(run / "per_file.csv", dtype={"file": str})
+    assert list(pf.columns) == list(PER_FILE_COLUMNS)
+    outputs = ["mix"] if exp == "1a" else ["mix", "slot"]
+    assert sorted(set(pf["output"])) == outputs
+    for out, key in (("mix", "std_f1"), ("slot", "slot_f1")):
+        if out not in outputs:
+            continue
+        rows = pf[pf["output"] == out]
+        assert sorted(rows["file"]) == ["p2", "p3"] and sorted(rows["n_frames"]) == [54, 61]
+        tp, fp, fn = (int(rows[c].sum()) for c in ("tp", "fp", "fn"))
+        assert 100 * metrics.prf_from_counts(tp, fp, fn)["f1"] == pytest.approx(m[key])
+
 
 def test_evaluate_errors_name_the_file(tmp_path: Path, tiny_cache: Path) -> None:
     from slotmpe import evaluation

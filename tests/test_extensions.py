@@ -44,7 +44,8 @@ def test_paper_rows_are_unchanged() -> None:
     assert list(EXPERIMENTS) == list(PAPER_TERMS)
     for name, terms in PAPER_TERMS.items():
         e = EXPERIMENTS[name]
-        assert (e.base, e.overlap_loss, e.postprocess) == (None, False, ())
+        assert (e.base, e.overlap_loss, e.timbre_mask, e.infer_frames, e.postprocess) == (
+            None, False, False, None, ())
         assert active_loss_terms(e) == terms
         w = default_loss_weights(e)
         assert {t for t, v in w.items() if v} == set(terms)
@@ -52,7 +53,7 @@ def test_paper_rows_are_unchanged() -> None:
         assert all(w[t] == BASE_LOSS_WEIGHTS[t] for t in terms)
         assert L.logged_terms(e) == L.logged_terms(dataclasses.replace(e))
         assert "overlap" not in L.logged_terms(e)
-        assert training_experiment(e) == name
+        assert training_experiment(e) == (e.derived_from or name)
 
 
 def test_extension_rows_are_one_change_on_a_named_base() -> None:
@@ -65,13 +66,15 @@ def test_extension_rows_are_one_change_on_a_named_base() -> None:
         assert e.description
     assert training_experiment("4a") == "2b" and training_experiment("4b") == "2b"
     assert training_experiment("4c") == "4c" and training_experiment("4d") == "4c"
+    assert get_experiment("4a").derived_from == "2b" and get_experiment("4d").derived_from == "4c"
+    assert get_experiment("4c").derived_from is None and get_experiment("4f").derived_from is None
     assert get_experiment("4a").postprocess == ("exclusive",)
     assert "overlap" in active_loss_terms(get_experiment("4c"))
 
 
 def _config_fields() -> list[str]:
     """Configuration fields of an Experiment (not its name, base, description, paper count)."""
-    skip = {"name", "base", "description", "paper_params"}
+    skip = {"name", "base", "description", "paper_params", "derived_from"}
     return [f.name for f in dataclasses.fields(EXPERIMENTS["2b"]) if f.name not in skip]
 
 
@@ -174,24 +177,24 @@ def _save(path: Path, exp: str, seed: int = 0) -> Path:
     return path
 
 
-def test_derive_checkpoint(tmp_path: Path) -> None:
-    from slotmpe.extensions import derive_checkpoint
+def test_derive_checkpoint_for_inference_only_extensions(tmp_path: Path) -> None:
+    from slotmpe.derive import derive_checkpoint
     from slotmpe.models import load_checkpoint
 
     base = _save(tmp_path / "2b" / "model.pt", "2b")
-    out = derive_checkpoint(base, tmp_path / "4a" / "model.pt", "4a")
+    out = derive_checkpoint(base, "4a", tmp_path / "4a" / "model.pt")
     m, meta = load_checkpoint(out)
     b, _ = load_checkpoint(base)
     assert meta["experiment"] == "4a" and m.exp.name == "4a"
     assert meta["extra"]["exp"] == "4a" and meta["extra"]["seed"] == 3
-    assert meta["extra"]["derived_from"]["experiment"] == "2b"
+    assert meta["extra"]["derived_from"] == "2b"
     sm, sb = m.state_dict(), b.state_dict()
-    assert all(torch.equal(sm[k], sb[k]) for k in sb)
-    with pytest.raises(ValueError, match="trains its own model"):
-        derive_checkpoint(base, tmp_path / "x.pt", "4c")
+    assert sm.keys() == sb.keys() and all(torch.equal(sm[k], sb[k]) for k in sb)
+    with pytest.raises(ValueError, match="not derived"):
+        derive_checkpoint(base, "4c", tmp_path / "x.pt")
     other = _save(tmp_path / "3c" / "model.pt", "3c")
-    with pytest.raises(ValueError, match="reuses '2b'"):
-        derive_checkpoint(other, tmp_path / "y.pt", "4b")
+    with pytest.raises(ValueError, match="derives from"):
+        derive_checkpoint(other, "4b", tmp_path / "y.pt")
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
 
 
@@ -201,11 +204,11 @@ def test_evaluation_applies_the_postprocessing(tmp_path: Path) -> None:
     from test_evaluation import _tiny_cache
 
     from slotmpe import evaluation
-    from slotmpe.extensions import derive_checkpoint
+    from slotmpe.derive import derive_checkpoint
 
     cache = _tiny_cache(tmp_path / "cache")
     base = _save(tmp_path / "chamber" / "2b" / "seed3" / "model.pt", "2b")
-    ext = derive_checkpoint(base, tmp_path / "chamber" / "4a" / "seed3" / "model.pt", "4a")
+    ext = derive_checkpoint(base, "4a", tmp_path / "chamber" / "4a" / "seed3" / "model.pt")
     res = {}
     for name, ckpt in (("2b", base), ("4a", ext)):
         run = ckpt.parent

@@ -112,10 +112,79 @@ def test_table1(tmp_path: Path) -> None:
     pytest.importorskip("slotmpe.models")
     df = report.write_table1(tmp_path / "table1.csv")
     assert list(df.columns) == ["exp", "task", "slots", "matching", "flags", "params",
-                                "paper_params", "delta_pct"]
+                                "paper_params", "delta_pct", "widths", "trunk", "global_branch",
+                                "slot_branch", "slot_attention", "ffn", "decoder", "heads",
+                                "grad_params", "mflops"]
     assert list(df["exp"]) == ["1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c"]
     assert df.loc[df.exp == "1a", "slots"].item() == 0
     assert df.loc[df.exp == "3c", "paper_params"].item() == 1_684_875
     r = df.iloc[3]
     assert r["delta_pct"] == pytest.approx(round(100 * (r["params"] - r["paper_params"]) / r["paper_params"], 2))
     assert (tmp_path / "table1.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Findings (slotmpe.findings) from synthetic per-file tables
+# ------------------------------------------------------------------------------------------
+
+
+def _per_file_csv(root: Path, exp: str, ds: str, seed: int, recall: float) -> Path:
+    """per_file.csv of 12 test files whose slot recall is ``recall`` (no false positives)."""
+    import zlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(zlib.crc32(f"{exp}/{ds}/{seed}".encode()))
+    rows = []
+    for f in range(12):
+        pos = int(rng.integers(500, 900))
+        tp = int(rng.binomial(pos, recall))
+        rows.append((f"f{f}", "slot", tp, 0, pos - tp, 50, 0.5))
+        rows.append((f"f{f}", "mix", pos, 5, 0, 50, 0.5))
+    p = root / ds / exp / f"seed{seed}" / "per_file.csv"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["file", "output", "tp", "fp", "fn", "n_frames", "threshold"]
+                 ).to_csv(p, index=False)
+    return p
+
+
+def test_findings_effects_ci_and_verdicts(tmp_path: Path) -> None:
+    from slotmpe.findings import FINDINGS_COLUMNS, HOLDS, REVERSED, UNRESOLVED, write_findings
+
+    recall = {"1b": 0.3, "1c": 0.7, "2a": 0.6, "2b": 0.4, "3a": 0.5, "3b": 0.5, "3c": 0.8}
+    cells = {}
+    for exp, r in recall.items():
+        for ds in ("chamber", "electro"):
+            if ds == "electro" and exp[0] == "1":
+                continue
+            cells[(exp, ds)] = [_per_file_csv(tmp_path, exp, ds, s, r) for s in (0, 1)]
+    df = write_findings(cells, tmp_path / "findings.csv", tmp_path / "findings.md", ALIASES,
+                        n_resamples=300)
+    assert list(pd.read_csv(tmp_path / "findings.csv").columns) == list(FINDINGS_COLUMNS)
+    got = {(r.finding, r.dataset, r.exp_a, r.exp_b, r.metric): r for r in df.itertuples()}
+    m = got[("matching", "chamber", "1c", "1b", "slot_f1")]
+    assert m.effect > 20 and m.ci_low > 0 and m.verdict == HOLDS
+    assert m.paper_effect == pytest.approx(65.91 - 33.91)
+    assert (m.n_seeds, m.n_files) == (2, 12)
+    assert got[("film", "chamber", "2b", "2a", "slot_f1")].verdict == REVERSED
+    poly = got[("polyphony", "chamber", "3b", "3a", "slot_f1")]
+    assert poly.ci_low <= 0 <= poly.ci_high and poly.verdict == UNRESOLVED
+    assert got[("polyphony", "chamber", "3c", "3a", "slot_f1")].verdict == HOLDS
+    # timbre head alone vs FiLM on the electronic set: the paper has FiLM ahead (negative effect)
+    tv = got[("timbre_vs_film", "electro", "2a", "2b", "slot_f1")]
+    assert tv.paper_effect == pytest.approx(10.58 - 18.57) and tv.verdict == REVERSED
+    assert ("timbre_vs_film", "electro", "2a", "2b", "std_f1") in got
+    assert not any(k[1] == "chamber" and k[0] == "timbre_vs_film" for k in got)
+    md = (tmp_path / "findings.md").read_text()
+    assert "chamber (~urmp)" in md and "not resolved at this budget" in md
+
+
+def test_table3_uses_the_stats_module_for_std(tmp_path: Path) -> None:
+    from slotmpe.stats import mean_std
+
+    paths = [_write(tmp_path, _metrics("1c", "chamber", s, b)) for s, b in ((0, 40.0), (1, 50.0),
+                                                                            (2, 66.0))]
+    df = report.build_table3(paths, [("1c", "chamber")], ALIASES)
+    mean, std = mean_std([41.0, 51.0, 67.0])
+    assert df.loc[0, "std_f1"] == pytest.approx(round(mean, 2))
+    assert df.loc[0, "std_f1_std"] == pytest.approx(round(std, 2)) and df.loc[0, "n_seeds"] == 3

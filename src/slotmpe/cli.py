@@ -1,4 +1,4 @@
-"""The ``slotmpe`` command line: ``transcribe``, ``params`` and ``info``.
+"""The ``slotmpe`` command line: ``transcribe``, ``evaluate``, ``params`` and ``info``.
 
 Parsing (:func:`build_parser`, :func:`main`) is kept apart from the typed functions that do the work
 (:func:`run_transcribe`, :func:`run_params`, :func:`run_info`), which tests and scripts can call
@@ -57,28 +57,40 @@ def run_transcribe(
     write_png: bool = True,
     progress: bool | None = None,
     debug: bool = False,
+    stream: bool = False,
 ) -> int:
     """Transcribe every input file (directories expanded) with the model at ``model_path``.
 
     Writes ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png`` per input into ``outdir``.
-    ``None`` options take the defaults of :class:`slotmpe.transcribe.TranscribeOptions`
-    (thresholds: ``thresholds.json`` beside the model, else 0.5). ``progress`` (default: when more
-    than one file) shows a tqdm bar on stderr. Returns the exit status: 0 if every file was
-    transcribed, 1 otherwise; raises :class:`CLIError` for problems that stop everything (model,
-    device, no input files).
+    ``model_path`` is a ``.pt`` checkpoint (torch) or an ``.onnx`` export (onnxruntime, CPU; torch
+    is then never imported). ``None`` options take the defaults of
+    :class:`slotmpe.transcribe.TranscribeOptions` (thresholds: ``thresholds.json`` beside the model
+    or embedded in the export, else 0.5). ``progress`` (default: when more than one file) shows a
+    tqdm bar on stderr. ``stream``: one input (a file or ``-`` for stdin) is transcribed block by
+    block and every note is printed to stdout as a CSV row as soon as it is final
+    (:mod:`slotmpe.transcribe.stream`). Returns the exit status: 0 if every file was transcribed,
+    1 otherwise; raises :class:`CLIError` for problems that stop everything (model, device, output
+    folder, no input files).
     """
     from tqdm import tqdm
 
     from slotmpe import transcribe as tr
     from slotmpe.audio import AudioError
-    from slotmpe.utils import resolve_device, set_threads
 
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise CLIError(_one_line(exc)) from exc
-    if threads:
-        set_threads(threads)
+    is_onnx = Path(model_path).suffix.lower() == ".onnx"
+    if is_onnx:
+        if device not in ("auto", "cpu"):
+            raise CLIError(f"{model_path}: ONNX models run on the CPU only (got --device {device})")
+        dev = "cpu"
+    else:
+        from slotmpe.utils import resolve_device, set_threads
+
+        try:
+            dev = resolve_device(device)
+        except RuntimeError as exc:
+            raise CLIError(_one_line(exc)) from exc
+        if threads:
+            set_threads(threads)
     mix_thr, slot_thr, thr_source = tr.resolve_thresholds(model_path, threshold)
     try:
         options = tr.TranscribeOptions(
@@ -94,24 +106,36 @@ def run_transcribe(
         )
     except ValueError as exc:
         raise CLIError(_one_line(exc)) from exc
-
+    if stream and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+        raise CLIError("--stream takes exactly one audio file (or - for stdin)")
     try:
-        model, meta = tr.load_model(model_path, device=dev)
+        out = tr.check_writable(outdir)  # before the model is loaded and run
+        model, meta = tr.load_model(model_path, device=dev, threads=threads)
     except tr.TranscriptionError as exc:
         raise CLIError(_one_line(exc)) from exc
-    files = tr.find_audio_files(inputs)
+    files = [Path(inputs[0])] if stream else tr.find_audio_files(inputs)
     if not files:
         raise CLIError("no audio files found in " + ", ".join(str(p) for p in inputs))
-
-    names = tr.output_names(files)
-    out = Path(outdir)
-    show_bar = len(files) > 1 if progress is None else progress
     print(
         f"model {model_path} ({meta.get('experiment', meta.get('exp', '?'))}) on {dev}; "
         f"thresholds mix {options.mix_threshold:.3g}, slots {options.slot_threshold:.3g} "
         f"({thr_source}); activity {options.activity_threshold:.3g}",
         file=sys.stderr,
     )
+    if stream:
+        from slotmpe.transcribe.stream import transcribe_stream
+
+        try:
+            result = transcribe_stream(inputs[0], model, meta, out, options, emit=sys.stdout)
+        except (AudioError, tr.TranscriptionError, OSError, ValueError) as exc:
+            if debug:
+                raise
+            raise CLIError(_one_line(exc)) from exc
+        print(result.summary(), file=sys.stderr)
+        return 0
+
+    names = tr.output_names(files)
+    show_bar = len(files) > 1 if progress is None else progress
     failed: list[tuple[Path, str]] = []
     n_ok = 0
     bar = tqdm(list(zip(files, names, strict=True)), desc="transcribe", unit="file",
@@ -147,6 +171,23 @@ def run_transcribe(
     return 1 if failed else 0
 
 
+def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None
+               ) -> int:
+    """Export a ``.pt`` checkpoint to ONNX (default: the same path with ``.onnx``); returns 0."""
+    from slotmpe.transcribe import TranscriptionError
+    from slotmpe.transcribe.onnx_export import export_onnx
+
+    out = Path(out_path) if out_path else Path(model_path).with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":
+        raise CLIError(f"{out}: the output file must end in .onnx")
+    try:
+        export_onnx(model_path, out)
+    except TranscriptionError as exc:
+        raise CLIError(_one_line(exc)) from exc
+    print(f"exported {model_path} -> {out}", file=sys.stderr)
+    return 0
+
+
 def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
     """Write Table I (``slotmpe.report.write_table1``) to ``out_csv`` and print it; returns 0."""
     import csv
@@ -162,6 +203,51 @@ def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
         for r in rows:
             print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)).rstrip())
     print(f"written to {out}")
+    return 0
+
+
+def run_evaluate(
+    model_path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    thresholds: str | os.PathLike[str] | None = None,
+    tune: bool = False,
+    encoder: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    max_frames: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Score a trained model on a folder dataset or manifest (:func:`slotmpe.generalisation.
+    evaluate_dataset`), print the metrics and write ``metrics.json``; returns 0."""
+    from slotmpe.generalisation import evaluate_dataset
+    from slotmpe.utils import set_threads
+
+    if not Path(model_path).is_file():
+        raise CLIError(f"model {model_path} does not exist")
+    if not Path(data).exists():
+        raise CLIError(f"data {data} does not exist")
+    if threads:
+        set_threads(threads)
+    wd = Path(work_dir) if work_dir else Path("slotmpe_eval") / Path(data).resolve().stem
+    res = evaluate_dataset(
+        Path(model_path), Path(data), wd, split=split,
+        thresholds_path=Path(thresholds) if thresholds else None, tune=tune,
+        encoder_path=Path(encoder) if encoder else None, out_path=Path(out) if out else None,
+        device=None if device == "auto" else device, max_frames=max_frames or None,
+        progress=progress,
+    )
+    keys = ("std_ap", "std_f1", "std_p", "std_r", "slot_ap", "slot_f1", "slot_p", "slot_r",
+            "timbre_cos", "poly_std_acc", "poly_stem_acc")
+    print(f"{res['exp']} (trained on {res.get('train_dataset')}) on {res.get('test_dataset')} "
+          f"[{split}]: {res['n_files']} files, {res['n_frames']} frames; thresholds from "
+          f"{res.get('thresholds_from')}")
+    for k in keys:
+        v = res.get(k)
+        print(f"  {k:14s} {'-' if v is None else f'{v:.4f}' if k == 'timbre_cos' else f'{v:.2f}'}")
+    print(f"written to {Path(out) if out else wd / 'metrics.json'}")
     return 0
 
 
@@ -275,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", metavar="AUDIO",
                    help="audio file(s) and/or directories of audio files")
     p.add_argument("--model", "-m", required=True, metavar="PATH",
-                   help="trained model, e.g. results/{dataset}/{exp}/seed{seed}/model.pt")
+                   help="trained model, e.g. results/{dataset}/{exp}/seed{seed}/model.pt, or its "
+                        "ONNX export (faster, leaner, no torch needed; see 'slotmpe export')")
     p.add_argument("-o", "--outdir", default="transcriptions", metavar="OUTDIR",
                    help="output folder, created if needed (default: %(default)s)")
     p.add_argument("--threshold", type=_probability, default=None, metavar="FLOAT",
@@ -299,9 +386,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "slotmpe.inference.DEFAULT_MAX_FRAMES; model memory is also bounded "
                         "internally by its own exact time chunking)")
     p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
-                   help="CPU threads for torch (default: torch's default)")
+                   help="CPU threads for torch or onnxruntime (default: their default)")
     p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stream", action="store_true",
+                   help="read ONE file (or - for stdin) in blocks and print each note as a CSV row "
+                        "on stdout as soon as it is final (<= 1 s of audio after its end); "
+                        "bounded memory; the files are written at the end")
+
+    pe = sub.add_parser(
+        "export",
+        help="export a trained model.pt to ONNX, for transcription without torch",
+        description=("Export a checkpoint to one ONNX file that 'slotmpe transcribe --model\n"
+                     "MODEL.onnx' runs with onnxruntime (CPU), without importing torch. The tuned\n"
+                     "thresholds (thresholds.json beside the checkpoint) are embedded, and copied\n"
+                     "beside the output when none is there."),
+        epilog=f"example:\n  {PROG} export results/chamber/3c/seed0/model.pt -o 3c.onnx",
+        formatter_class=fmt,
+    )
+    pe.add_argument("model", metavar="MODEL.pt", help="trained checkpoint")
+    pe.add_argument("-o", "--out", default=None, metavar="MODEL.onnx",
+                    help="output file (default: MODEL with the suffix .onnx)")
 
     pp = sub.add_parser(
         "params",
@@ -313,6 +418,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pp.add_argument("-o", "--out", default="results/table1.csv", metavar="OUT",
                     help="CSV file to write (default: %(default)s)")
+
+    pe = sub.add_parser(
+        "evaluate",
+        help="score a trained model on a folder dataset or manifest (Table III metrics)",
+        description=(
+            "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
+            "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
+            "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir.\n"
+            "Thresholds: those tuned on the model's own validation split (thresholds.json beside\n"
+            "the model), --thresholds FILE, or --tune on DATA's val split. Slot metrics need stems."
+        ),
+        epilog=(
+            "example:\n"
+            f"  {PROG} evaluate results/chamber/3c/seed0/model.pt my_quartets/ --split all"
+        ),
+        formatter_class=fmt,
+    )
+    pe.add_argument("model", metavar="MODEL.pt", help="trained model")
+    pe.add_argument("data", metavar="DATA_DIR", help="folder dataset or manifest.parquet")
+    pe.add_argument("--split", choices=("test", "val", "train", "all"), default="test",
+                    help="pieces to score; all = every piece (default: %(default)s)")
+    pe.add_argument("--thresholds", metavar="FILE", default=None,
+                    help="thresholds.json to use (default: the one beside the model)")
+    pe.add_argument("--tune", action="store_true",
+                    help="tune the thresholds on DATA's val split instead")
+    pe.add_argument("--encoder", metavar="FILE", default=None,
+                    help="timbre encoder for timbre cos (default: results/{dataset}/timbre/"
+                         "encoder.pt of the model's run, if present)")
+    pe.add_argument("--work-dir", metavar="DIR", default=None,
+                    help="cache and output folder (default: slotmpe_eval/<DATA name>)")
+    pe.add_argument("-o", "--out", metavar="FILE", default=None,
+                    help="metrics.json to write (default: WORK_DIR/metrics.json)")
+    pe.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the model runs (default: %(default)s)")
+    pe.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
+                    help="frames per model chunk on long files; 0 = whole file")
+    pe.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
+                    help="CPU threads for torch (default: torch's default)")
+    pe.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser(
         "info",
@@ -344,11 +488,21 @@ def main(argv: list[str] | None = None) -> int:
                 write_png=not args.no_png,
                 progress=False if args.no_progress else None,
                 debug=args.debug,
+                stream=args.stream,
             )
+        if args.command == "export":
+            return run_export(args.model, args.out)
         if args.command == "params":
             return run_params(args.out)
         if args.command == "info":
             return run_info()
+        if args.command == "evaluate":
+            return run_evaluate(
+                args.model, args.data, args.work_dir, split=args.split,
+                thresholds=args.thresholds, tune=args.tune, encoder=args.encoder, out=args.out,
+                device=args.device, max_frames=args.max_frames, threads=args.threads,
+                progress=not args.no_progress,
+            )
     except CLIError as exc:
         if args.debug:
             raise

@@ -19,6 +19,10 @@ and the thresholds used. Slot experiments also get ``dup_rate`` and ``dup_rate_t
 defined in :mod:`slotmpe.postprocess`). Slot outputs are post-processed as the experiment says
 (:attr:`~slotmpe.experiments.Experiment.postprocess`) before thresholds are tuned and before every
 metric.
+
+``per_file.csv`` (beside ``metrics.json``): per test file and output (``mix``, ``slot``) the cell
+counts ``tp, fp, fn`` at the tuned thresholds (see :func:`per_file_counts`), so that
+:mod:`slotmpe.stats` computes seed and file statistics without rerunning inference.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,7 +41,11 @@ from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
 from slotmpe.inference import DEFAULT_MAX_FRAMES, inference_frames, predict
 from slotmpe.postprocess import DuplicateCounter, postprocess_prediction, target_duplicate_counts
+from slotmpe.stats import PER_FILE_NAME
 from slotmpe.utils import atomic_path, get_logger, resolve_device
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = get_logger(__name__)
 
@@ -138,6 +146,9 @@ class SplitResults:
     n_target_cells: int = 0  # active cells of present slot targets
     dups: DuplicateCounter = field(default_factory=DuplicateCounter)  # slot cells claimed twice
     target_dups: list[int] = field(default_factory=lambda: [0, 0])  # target cells: >= 1, >= 2
+    files: list[str] = field(default_factory=list)  # piece id of each file, in order
+    file_frames: list[int] = field(default_factory=list)  # frames of each file
+    slot_files: list[int] = field(default_factory=list)  # file index of each ``slots`` entry
 
 
 def slot_targets(exp: Experiment, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -155,20 +166,26 @@ def collect(
     dataset: Any,
     device: str,
     max_frames: int | None,
+    progress: bool = False,
 ) -> SplitResults:
-    """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs."""
+    """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs
+    (``progress``: a tqdm bar over the files on stderr)."""
+    from tqdm.auto import tqdm
+
     if exp.target_kind == "family":
         from slotmpe.data import check_family_labels
 
         check_family_labels(dataset.feature_dir, (dataset.split,), f"experiment {exp.name}")
     res = SplitResults()
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc=f"{exp.name} files", unit="file", disable=not progress):
         item = dataset[i]
         pred = predict(model, item["x"], device=device,
                        max_frames=inference_frames(exp, max_frames))
         pred = postprocess_prediction(pred, exp.postprocess)
         mix_t = _np(item["mix"]) > 0.5  # (72, T)
         res.mix.add(mix_t, pred["mix"])
+        res.files.append(str(item.get("piece_id", i)))
+        res.file_frames.append(int(mix_t.shape[-1]))
         res.n_files += 1
         res.n_frames += int(mix_t.shape[-1])
         if exp.poly_head and "poly" in pred:
@@ -183,6 +200,7 @@ def collect(
         else:
             assign = M.match_slots(pred["slots"], targets, present)
         res.slots.add(*M.slot_cells(pred["slots"], targets, assign, present))
+        res.slot_files.append(len(res.files) - 1)
         res.n_matched += len(assign[0])
         active = targets.reshape(targets.shape[0], -1).any(axis=1)
         if present is not None:
@@ -201,6 +219,29 @@ def collect(
     return res
 
 
+def per_file_counts(res: SplitResults, t_mix: float, t_slot: float | None) -> pd.DataFrame:
+    """One row per (file, output) of the pooled cells at the thresholds (``per_file.csv``).
+
+    Columns :data:`slotmpe.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
+    ``"slot"`` (slot rows only for experiments with slots and a slot threshold), ``tp, fp, fn``
+    (cells at the threshold; their sums over all files are the pooled Table III counts),
+    ``n_frames`` and the ``threshold`` used.
+    """
+    import pandas as pd
+
+    from slotmpe.stats import PER_FILE_COLUMNS
+
+    rows = []
+    for i, (y, s) in enumerate(zip(res.mix.labels, res.mix.scores, strict=True)):
+        rows.append((res.files[i], "mix", *M.counts_at_threshold(y, s, t_mix),
+                     res.file_frames[i], t_mix))
+    if t_slot is not None:
+        for fi, y, s in zip(res.slot_files, res.slots.labels, res.slots.scores, strict=True):
+            rows.append((res.files[fi], "slot", *M.counts_at_threshold(y, s, t_slot),
+                         res.file_frames[fi], t_slot))
+    return pd.DataFrame.from_records(rows, columns=list(PER_FILE_COLUMNS))
+
+
 def _pct(x: float | None) -> float | None:
     return None if x is None else 100.0 * float(x)
 
@@ -217,17 +258,20 @@ def tune_thresholds(
     split: str = "val",
     device: str | None = None,
     max_frames: int | None = DEFAULT_MAX_FRAMES,
+    extra: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Pick the F1-optimal mixture and slot thresholds on the full ``split`` files.
 
     Writes ``out_path`` (``thresholds.json``, atomically) and returns its content; ``slots`` is
     ``None`` for 1a and when no file of the split has an active slot target (0.5 is then used at
-    test time).
+    test time). ``extra`` keys are added to the file (e.g. the dataset tuned on, for a model
+    trained on another one); ``progress`` shows a bar over the files.
     """
     model, exp, info = _load_model(Path(model_path))
     dev = resolve_device(device)
     ds = _file_dataset(Path(feature_dir), split, None)
-    res = collect(model, exp, ds, dev, max_frames)
+    res = collect(model, exp, ds, dev, max_frames, progress)
     t_mix, f1_mix = res.mix.best_threshold()
     t_slot: float | None = None
     f1_slot: float | None = None
@@ -236,7 +280,7 @@ def tune_thresholds(
     out = {
         "mix": t_mix, "slots": t_slot, "val_f1_mix": _pct(f1_mix), "val_f1_slots": _pct(f1_slot),
         **info, "split": split, "n_files": res.n_files, "n_frames": res.n_frames,
-        "max_frames": max_frames,
+        "max_frames": max_frames, **(extra or {}),
     }
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
@@ -266,8 +310,14 @@ def evaluate_model(
     split: str = "test",
     device: str | None = None,
     max_frames: int | None = DEFAULT_MAX_FRAMES,
+    per_file_path: Path | None = None,
+    extra: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Table III metrics of one trained model on the full ``split`` files -> ``metrics.json``.
+
+    Also writes the per-file counts (:func:`per_file_counts`) to ``per_file_path`` (default:
+    ``per_file.csv`` beside ``out_path``), the input of :mod:`slotmpe.stats`.
 
     Args:
         model_path: ``model.pt``; thresholds_path: ``thresholds.json`` from :func:`tune_thresholds`.
@@ -275,6 +325,8 @@ def evaluate_model(
         embeddings_path: ``embeddings.parquet`` of the timbre encoder (for ``timbre_cos``).
         split: evaluated split; device: ``None`` = CUDA if available else CPU.
         max_frames: whole-file inference up to this length, chunked beyond (see inference).
+        extra: keys set last (override computed ones), e.g. the test dataset of a model trained
+            on another dataset (:mod:`slotmpe.generalisation`); progress: a bar over the files.
     """
     model, exp, info = _load_model(Path(model_path))
     th = _read_thresholds(Path(thresholds_path))
@@ -284,7 +336,7 @@ def evaluate_model(
     dev = resolve_device(device)
     emb = load_embeddings(embeddings_path) if exp.timbre_head else None
     ds = _file_dataset(Path(feature_dir), split, emb)
-    res = collect(model, exp, ds, dev, max_frames)
+    res = collect(model, exp, ds, dev, max_frames, progress)
 
     mix_prf = res.mix.prf(t_mix)
     out: dict[str, Any] = {
@@ -316,6 +368,12 @@ def evaluate_model(
         threshold_slots=t_slot if exp.uses_slots else None, max_frames=max_frames,
         device=dev,
     )
+    out.update(extra or {})
+    slot_rows = exp.uses_slots and res.n_target_cells > 0
+    per_file = per_file_counts(res, t_mix, t_slot if slot_rows else None)
+    per_file_path = Path(out_path).with_name(PER_FILE_NAME) if per_file_path is None else per_file_path
+    with atomic_path(Path(per_file_path)) as tmp:
+        per_file.to_csv(tmp, index=False)
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
     log.info("%s on %s %s: std AP %.2f F1 %.2f, slot F1 %s", info["exp"], info["dataset"], split,

@@ -38,8 +38,9 @@ exp    base  the one change
 4g     2b    ``infer_frames`` = 64: inference in overlapping 64-frame chunks (slot order aligned)
 =====  ====  =====================================================================
 
-Rows that differ from their base only at inference (4a, 4b, 4d, 4e, 4g) use the trained model of
-:func:`training_experiment` (2b or 4c) as is; training them again would reproduce its weights.
+Rows that differ from their base only at inference (4a, 4b, 4d, 4e, 4g) are ``derived_from`` the
+run whose weights they use (2b or 4c; :func:`training_experiment`) and are built by
+:mod:`slotmpe.derive`; training them again would reproduce its weights.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Experiment:
     poly_mix_loss: bool = False
     poly_slot_loss: bool = False
     paper_params: int = 0
+    derived_from: str | None = None
     description: str = field(default="", compare=False)
     # extension fields (defaults = the paper's configurations)
     base: str | None = None
@@ -128,7 +130,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("2b", "stem", 8, "hungarian", timbre_head=True, film=True,
                    paper_params=1_378_851, description="2a + FiLM timbre conditioning"),
         Experiment("3a", "stem", 8, "hungarian", timbre_head=True, film=True, poly_head=True,
-                   paper_params=1_684_875, description="2b + polyphony head (no polyphony loss)"),
+                   paper_params=1_684_875, derived_from="2b",
+                   description="2b + polyphony head (no polyphony loss)"),
         Experiment("3b", "stem", 8, "hungarian", timbre_head=True, film=True, poly_head=True,
                    poly_mix_loss=True, paper_params=1_684_875,
                    description="3a + mixture polyphony loss"),
@@ -141,13 +144,17 @@ EXPERIMENTS: dict[str, Experiment] = {
 # Fields of an Experiment that only change inference (a model trained for the base serves as is).
 INFERENCE_FIELDS: frozenset[str] = frozenset({"postprocess", "infer_frames"})
 # Fields that describe a row rather than configure it.
-_META_FIELDS: frozenset[str] = frozenset({"name", "base", "description", "paper_params"})
+_META_FIELDS: frozenset[str] = frozenset(
+    {"name", "base", "description", "paper_params", "derived_from"}
+)
 
 
 def extend(base: Experiment, name: str, description: str, **change: object) -> Experiment:
     """Extension experiment ``name``: ``base`` with exactly one field changed (``change``).
 
-    ``ValueError`` when ``change`` does not name exactly one configuration field or leaves it as it
+    An inference-only change (:data:`INFERENCE_FIELDS`) makes the row ``derived_from`` the run its
+    base's weights come from (the workflow then builds it with :mod:`slotmpe.derive` instead of
+    training it again); any other change trains its own model. ``ValueError`` when ``change`` does not name exactly one configuration field or leaves it as it
     was (an extension is one change on top of one named base).
     """
     if len(change) != 1:
@@ -157,7 +164,9 @@ def extend(base: Experiment, name: str, description: str, **change: object) -> E
         raise ValueError(f"extension {name}: {key!r} is not a configuration field of Experiment")
     if getattr(base, key) == value:
         raise ValueError(f"extension {name}: {key}={value!r} is what {base.name} already has")
-    return dataclasses.replace(base, name=name, base=base.name, description=description, **change)
+    derived = (base.derived_from or base.name) if key in INFERENCE_FIELDS else None
+    return dataclasses.replace(base, name=name, base=base.name, description=description,
+                               derived_from=derived, **change)
 
 
 def _extensions() -> dict[str, Experiment]:
@@ -189,20 +198,13 @@ ALL_EXPERIMENTS: dict[str, Experiment] = {**EXPERIMENTS, **EXTENSIONS}
 
 
 def training_experiment(exp: Experiment | str) -> str:
-    """Name of the experiment whose trained model ``exp`` uses as is.
+    """Name of the experiment whose trained run ``exp`` uses: ``derived_from`` or its own name.
 
-    Follows ``base`` while the difference is inference-only (:data:`INFERENCE_FIELDS`): 4a (2b +
-    post-processing) -> "2b"; a row that changes training (or a paper row) -> its own name.
+    4a (2b + post-processing) -> "2b", 4d (4c + post-processing) -> "4c", 3a -> "2b" (see
+    :mod:`slotmpe.derive`); a row that changes training -> its own name.
     """
     e = exp if isinstance(exp, Experiment) else get_experiment(exp)
-    while e.base is not None:
-        b = get_experiment(e.base)
-        diff = {f for f in Experiment.__dataclass_fields__
-                if f not in _META_FIELDS and getattr(e, f) != getattr(b, f)}
-        if not diff <= INFERENCE_FIELDS:
-            break
-        e = b
-    return e.name
+    return e.derived_from or e.name
 
 
 # Base weights per loss term, shared by every experiment that has the term ("consistent within a

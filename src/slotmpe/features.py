@@ -53,7 +53,6 @@ from tqdm import tqdm
 from slotmpe.audio import AudioError, check_audio, load_audio, resample, to_mono
 from slotmpe.constants import (
     BINS_PER_OCTAVE,
-    FMIN,
     HARMONIC_SHIFTS,
     HOP_LENGTH,
     N_BINS,
@@ -62,16 +61,21 @@ from slotmpe.constants import (
     WINDOW_FRAMES,
     n_frames_for,
 )
+from slotmpe.cqt import (  # noqa: F401 (torch-free parts shared with transcribe; re-exported)
+    HCQT_BLOCKS,
+    N_WIDE,
+    TOP_DB,
+    WIDE_FMIN,
+    WIDE_OFFSET,
+    hcqt_np,
+    log_compress,
+    wide_frequencies,
+)
 from slotmpe.targets import piece_targets
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
 
-WIDE_OFFSET: int = BINS_PER_OCTAVE  # 36: wide bin of model bin 0 (one octave below for h = 0.5)
-WIDE_FMIN: float = FMIN * 2.0 ** (-WIDE_OFFSET / BINS_PER_OCTAVE)  # ~15.13 Hz
-N_WIDE: int = 325  # top bin ~7751 Hz: the highest whose filter fits below 8 kHz (tested)
-TOP_DB: float = 80.0  # dynamic range of the log compression
-_LOG_FLOOR = 10.0 ** (-TOP_DB / 20.0)
 
 # Feature cache: keys of each piece file (CONTRACTS.md) and the index columns.
 PIECE_KEYS: tuple[str, ...] = (
@@ -104,11 +108,6 @@ class FeatureError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def wide_frequencies() -> np.ndarray:
-    """Centre frequencies in Hz of the ``N_WIDE`` wide-CQT bins, float64 ``(N_WIDE,)``."""
-    return WIDE_FMIN * 2.0 ** (np.arange(N_WIDE) / BINS_PER_OCTAVE)
-
-
 @cache
 def _filter_lengths() -> np.ndarray:
     """Length in samples (at 16 kHz) of each wide-CQT filter, float32 ``(N_WIDE, 1)``."""
@@ -116,23 +115,6 @@ def _filter_lengths() -> np.ndarray:
         freqs=wide_frequencies(), sr=SAMPLE_RATE, window="hann", filter_scale=1
     )
     return np.asarray(lengths, dtype=np.float32)[:, None]
-
-
-def log_compress(mag: np.ndarray) -> np.ndarray:
-    """Map a magnitude CQT ``(F, T)`` to ``[0, 1]``: dB re its maximum, floored at -80 dB, /80 + 1.
-
-    Returns float32 of the same shape; all zeros when ``mag`` is all zero.
-    """
-    mag = np.asarray(mag, dtype=np.float32)
-    ref = float(mag.max()) if mag.size else 0.0
-    if not ref > 0.0 or not math.isfinite(ref):
-        return np.zeros(mag.shape, dtype=np.float32)
-    out = np.maximum(mag, ref * _LOG_FLOOR)
-    out /= ref
-    np.log10(out, out=out)
-    out *= 20.0 / TOP_DB
-    out += 1.0
-    return out
 
 
 def _as_mono_16k(audio: np.ndarray, sr: int, name: str) -> np.ndarray:
@@ -188,17 +170,6 @@ def cqt_wide(audio: np.ndarray, sr: int = SAMPLE_RATE, name: str = "audio") -> n
 # --------------------------------------------------------------------------------------------
 
 
-def _hcqt_blocks() -> tuple[tuple[int, int, int, int], ...]:
-    """Per harmonic: model-bin range ``[b0, b1)`` and its wide-CQT source rows ``[r0, r1)``."""
-    blocks = []
-    for shift in HARMONIC_SHIFTS:
-        lo = WIDE_OFFSET + shift  # wide row of model bin 0 for this harmonic
-        r0, r1 = max(lo, 0), min(lo + N_BINS, N_WIDE)
-        blocks.append((r0 - lo, r1 - lo, r0, r1))
-    return tuple(blocks)
-
-
-HCQT_BLOCKS = _hcqt_blocks()
 HCQT_VALID: np.ndarray = np.zeros((len(HARMONIC_SHIFTS), N_BINS), dtype=bool)  # (6, 216)
 for _h, (_b0, _b1, _r0, _r1) in enumerate(HCQT_BLOCKS):
     HCQT_VALID[_h, _b0:_b1] = True
@@ -231,13 +202,7 @@ def hcqt_from_cqt(cqt: ArrayT) -> ArrayT:
             out_t[..., h, b0:b1, :] = cqt[..., r0:r1, :]
             out_t[..., n_h + h, b0:b1, :] = 1.0
         return out_t
-    arr = np.asarray(cqt)
-    dtype_np = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.dtype(np.float32)
-    out = np.zeros(shape, dtype=dtype_np)
-    for h, (b0, b1, r0, r1) in enumerate(HCQT_BLOCKS):
-        out[..., h, b0:b1, :] = arr[..., r0:r1, :]
-        out[..., n_h + h, b0:b1, :] = 1.0
-    return out
+    return hcqt_np(cqt)
 
 
 def hcqt(audio: np.ndarray, sr: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:

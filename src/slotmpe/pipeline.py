@@ -168,6 +168,18 @@ def train_model(
     return Path(out)
 
 
+def derive_model(
+    exp: str, base_model_path: Path, base_log_path: Path, model_path: Path, log_path: Path
+) -> Path:
+    """Build derived experiment ``exp`` (3a) from its base run; its ``train_log.csv`` is the base's
+    (the run that produced the weights)."""
+    from slotmpe.derive import derive_checkpoint
+
+    derive_checkpoint(base_model_path, exp, model_path)
+    copy_file(base_log_path, log_path)
+    return model_path
+
+
 def tune_thresholds(
     model_path: Path, index_path: Path, out_path: Path, max_frames: int | None, threads: int
 ) -> dict[str, float]:
@@ -186,13 +198,16 @@ def evaluate_model(
     embeddings_path: Path | None,
     max_frames: int | None,
     threads: int,
+    per_file_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a trained model on the test files with the tuned thresholds."""
+    """Evaluate a trained model on the test files with the tuned thresholds (``metrics.json`` and
+    ``per_file.csv``, by default beside it)."""
     from slotmpe.evaluation import evaluate_model as _evaluate
 
     set_threads(threads)
     return _evaluate(model_path, thresholds_path, index_path.parent, out_path,
-                     embeddings_path=embeddings_path, split="test", max_frames=max_frames)
+                     embeddings_path=embeddings_path, split="test", max_frames=max_frames,
+                     per_file_path=per_file_path)
 
 
 def table3(
@@ -202,15 +217,28 @@ def table3(
     out_md: Path,
     out_vs_paper: Path,
     aliases: Mapping[str, str],
+    per_file_paths: list[Path] | None = None,
+    findings_csv: Path | None = None,
+    findings_md: Path | None = None,
 ) -> None:
-    """Aggregate per-run metrics into Table III, its Markdown rendering and the paper comparison."""
+    """Aggregate per-run metrics into Table III, its Markdown rendering and the paper comparison;
+    with ``per_file_paths`` (``results/{ds}/{exp}/seed{s}/per_file.csv``) also the findings."""
     from slotmpe.report import write_table3
 
     write_table3(metrics_paths, rows, out_csv, out_md, out_vs_paper, dict(aliases))
+    if per_file_paths is not None and findings_csv is not None and findings_md is not None:
+        from slotmpe.findings import write_findings
+
+        cells: dict[tuple[str, str], list[Path]] = {}
+        for p in per_file_paths:
+            run = Path(p).parent  # results/{ds}/{exp}/seed{s}
+            cells.setdefault((run.parent.name, run.parent.parent.name), []).append(Path(p))
+        write_findings(cells, findings_csv, findings_md, dict(aliases))
 
 
-def table1(out_csv: Path) -> None:
-    """Write Table I: the eight configurations with our and the paper's parameter counts."""
+def table1(out_csv: Path, widths: str = "efficient") -> None:
+    """Write Table I: the eight configurations with our and the paper's parameter counts, the
+    parameters per component, those that train and the MFLOPs per window (``widths`` preset)."""
     from slotmpe.report import write_table1
 
-    write_table1(out_csv)
+    write_table1(out_csv, widths)

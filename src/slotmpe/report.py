@@ -7,7 +7,8 @@ Table III (:func:`write_table3`)
     (e.g. ``chamber -> urmp``, ``electro -> mshoxxdb``); rows without a counterpart in the paper
     follow in configured order. Columns are exactly those of ``reference/paper_table3.csv``
     followed by ``n_seeds`` and, when any row has more than one seed, one ``<col>_std`` column per
-    metric (sample standard deviation, ``ddof=1``; empty for single-seed rows). Percentages have
+    metric (sample standard deviation, ``ddof=1``, :func:`slotmpe.stats.mean_std`; empty for
+    single-seed rows). Percentages have
     two decimals, ``timbre_cos`` four. A metric that does not apply (``null`` in every seed) is
     left empty; if only some seeds have it, the mean is over those seeds.
 
@@ -24,10 +25,10 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from slotmpe.experiments import EXPERIMENTS
+from slotmpe.stats import mean_std
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
@@ -118,15 +119,6 @@ def order_rows(
     return [r for _, r in sorted(keyed)]
 
 
-def _aggregate(values: list[float | None]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return None, None
-    mean = float(np.mean(vals))
-    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-    return mean, std
-
-
 def build_table3(
     metrics_paths: Iterable[Path],
     rows: Sequence[tuple[str, str]],
@@ -160,7 +152,7 @@ def build_table3(
         rec: dict[str, object] = {"exp": exp, "dataset": ds}
         stds: dict[str, object] = {}
         for c in cols[2:]:
-            mean, std = _aggregate([r.get(c) for r in runs])
+            mean, std = mean_std([r.get(c) for r in runs])
             rec[c] = None if mean is None else round(mean, _decimals(c))
             stds[f"{c}_std"] = None if std is None else round(std, _decimals(c))
         rec["n_seeds"] = len(runs)
@@ -295,27 +287,30 @@ def _flags(exp_name: str) -> str:
     return "+".join(on) if on else "-"
 
 
-def write_table1(out_csv: Path) -> pd.DataFrame:
-    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %.
+def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
+    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %,
+    and the capacity columns of :mod:`slotmpe.capacity`.
 
     Columns: ``exp, task, slots, matching, flags, params, paper_params, delta_pct`` where ``slots``
     is 0 for 1a (its slot head exists but is unused, as in the paper's Table I) and ``delta_pct =
-    100 * (params - paper_params) / paper_params`` (two decimals).
+    100 * (params - paper_params) / paper_params`` (two decimals); then ``widths`` (the preset),
+    the parameters per component (``slotmpe.capacity.COMPONENTS``), ``grad_params`` (measured:
+    parameters that receive a gradient in a training step) and ``mflops`` (forward MFLOPs per
+    23-frame window).
     """
-    from slotmpe.models import build_model, count_parameters
+    from slotmpe.capacity import COMPONENTS, capacity_row
 
     recs = []
     for name, e in EXPERIMENTS.items():
-        params = int(count_parameters(build_model(name)))
+        cap = capacity_row(name, widths)
         recs.append({
             "exp": name,
             "task": e.task,
             "slots": e.n_slots if e.uses_slots else 0,
             "matching": e.matching,
             "flags": _flags(name),
-            "params": params,
-            "paper_params": int(e.paper_params),
-            "delta_pct": round(100.0 * (params - e.paper_params) / e.paper_params, 2),
+            **{k: cap[k] for k in ("params", "paper_params", "delta_pct", "widths", *COMPONENTS,
+                                   "grad_params", "mflops")},
         })
     df = pd.DataFrame.from_records(recs)
     with atomic_path(out_csv) as tmp:

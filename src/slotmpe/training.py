@@ -116,6 +116,7 @@ class TrainConfig:
             allows TF32 and cuDNN benchmarking on CUDA (faster, not bit-reproducible).
         keep_checkpoint: keep ``checkpoint_last.pt`` after a finished run.
         progress: show a tqdm progress bar.
+        widths: width preset of the model (``slotmpe.models.WIDTH_PRESETS``: efficient, wide).
     """
 
     max_epochs: int = 100
@@ -143,6 +144,7 @@ class TrainConfig:
     deterministic: bool = True
     keep_checkpoint: bool = False
     progress: bool = True
+    widths: str = "efficient"
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
@@ -554,7 +556,7 @@ def train_experiment(
         log.warning("train.bf16 is a CUDA-only option; training on %s in float32", device)
     with deterministic_mode(device, cfg.deterministic):
         seed_everything(cfg.seed)
-        model = build_model(exp.name).to(device)
+        model = build_model(exp.name, preset=cfg.widths).to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)

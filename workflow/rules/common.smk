@@ -1,12 +1,14 @@
 # Helpers shared by all rules: profile resolution, config validation, wildcard constraints and
 # target lists. Rules stay declarative; all logic lives in the slotmpe package.
+import math
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from slotmpe.config import apply_profile, table3_ext_rows, table3_rows
 from slotmpe.download import source_json
-from slotmpe.experiments import ALL_EXPERIMENTS, get_experiment, training_experiment
+from slotmpe.experiments import ALL_EXPERIMENTS, get_experiment
 
 # Apply the profile overlay, then re-apply the command-line --config on top so it always wins.
 _resolved = apply_profile(config, workflow.config_settings.overwrite_config)
@@ -20,12 +22,40 @@ REAL_TYPES = {"urmp", "mshoxxdb", "musicnet", "slakh"}
 TABLE3_ROWS = table3_rows(config)
 TABLE3_EXT_ROWS = table3_ext_rows(config)
 SEEDS = [int(s) for s in config["seeds"]]
+# Experiments built from another experiment's trained run (slotmpe.derive) and trained ones.
+DERIVED = [e for e, x in ALL_EXPERIMENTS.items() if x.derived_from and config["derive_experiments"]]
+TRAINED = [e for e in ALL_EXPERIMENTS if e not in DERIVED]
 ENV = "../../envs/slotmpe.yaml"
 
 if config["fig2_dataset"] not in config["datasets"]:
     raise ValueError(
         f"fig2_dataset {config['fig2_dataset']!r} is not a configured dataset: {DATASETS}"
     )
+
+
+# Threads. A rule declares ``cpu_threads(n)`` for a job that runs ``n`` torch threads. Locally,
+# Snakemake starts jobs while their declared threads fit into --cores; where --cores exceeds the
+# CPUs present (e.g. `--cores 4` on 2 cores) every declaration is scaled by OVERSUB, so the torch
+# threads of concurrent jobs never exceed os.cpu_count(). The job's torch threads are its
+# (possibly capped) threads divided by OVERSUB (``torch_threads``). Cluster executors (slurm:
+# --jobs, no local cores) are left alone: their profile's set-threads are the job's threads.
+# JOB_THREADS = 1: on 2 shared cores, parallel 1-thread jobs finished 4 tiny training jobs no later
+# than 2-thread jobs one after the other (README, "Configuration and profiles"); --set-threads
+# RULE=N still gives a rule N torch threads (divided by OVERSUB).
+CPUS = os.cpu_count() or 1
+LOCAL = workflow.global_resources["_nodes"].value is None
+OVERSUB = max(1, math.ceil(workflow._cores / CPUS)) if LOCAL and workflow._cores else 1
+JOB_THREADS = 1
+
+
+def cpu_threads(n):
+    """Declared threads of a job that runs ``n`` torch threads (scaled by OVERSUB)."""
+    return n * OVERSUB
+
+
+def torch_threads(wildcards, threads):
+    """Torch intra-op threads of a job from its granted threads (never below 1)."""
+    return max(1, threads // OVERSUB)
 
 
 wildcard_constraints:
@@ -63,6 +93,13 @@ def embeddings_for(wildcards):
     return []
 
 
+def derived_base(wildcards):
+    """The trained base run (model.pt and train_log.csv) a derived experiment is built from."""
+    base = get_experiment(wildcards.exp).derived_from
+    run = f"results/{wildcards.dataset}/{base}/seed{wildcards.seed}"
+    return {"model": f"{run}/model.pt", "log_csv": f"{run}/train_log.csv"}
+
+
 def table3_metrics(wildcards):
     """metrics.json of every configured (exp, dataset) row for every seed."""
     return [
@@ -72,25 +109,22 @@ def table3_metrics(wildcards):
     ]
 
 
-# Experiments that train their own model, and those that reuse the model of the experiment they
-# differ from only at inference (extensions such as 4a = 2b + post-processing; see
-# slotmpe.experiments.training_experiment).
-TRAINED_EXPS = [e for e in ALL_EXPERIMENTS if training_experiment(e) == e]
-DERIVED_EXPS = [e for e in ALL_EXPERIMENTS if training_experiment(e) != e]
+def table3_per_file(wildcards):
+    """per_file.csv of every configured (exp, dataset) row for every seed (findings input)."""
+    return [
+        f"results/{ds}/{exp}/seed{seed}/per_file.csv"
+        for exp, ds in TABLE3_ROWS
+        for seed in SEEDS
+    ]
 
 
-def trained_model_of(wildcards):
-    """The trained model.pt an inference-only extension reuses."""
-    exp = training_experiment(wildcards.exp)
-    return f"results/{wildcards.dataset}/{exp}/seed{wildcards.seed}/model.pt"
-
-
-def table3_ext_metrics(wildcards):
-    """metrics.json of every extension row and of its base, for every seed."""
+def table3_ext_runs(wildcards):
+    """metrics.json and per_file.csv of every extension row and of its base, for every seed."""
     from slotmpe.report_ext import ext_rows_with_bases
 
     return [
-        f"results/{ds}/{exp}/seed{seed}/metrics.json"
+        f"results/{ds}/{exp}/seed{seed}/{name}"
         for exp, ds in ext_rows_with_bases(TABLE3_EXT_ROWS)
         for seed in SEEDS
+        for name in ("metrics.json", "per_file.csv")
     ]

@@ -28,6 +28,7 @@ rule build_dataset:
         dscfg=dataset_cfg,
         raw_root=raw_root_of,
         seed=0,
+    threads: cpu_threads(JOB_THREADS)
     log:
         "logs/data/{dataset}.log",
     benchmark:

@@ -8,8 +8,9 @@ rule tune_thresholds:
     output:
         thresholds="results/{dataset}/{exp}/seed{seed}/thresholds.json",
     params:
+        torch_threads=torch_threads,
         max_frames=config["eval"]["max_frames"],
-    threads: 1
+    threads: cpu_threads(JOB_THREADS)
     log:
         "logs/eval/{dataset}_{exp}_seed{seed}_thresholds.log",
     benchmark:
@@ -28,9 +29,11 @@ rule evaluate_model:
         embeddings=embeddings_for,
     output:
         metrics="results/{dataset}/{exp}/seed{seed}/metrics.json",
+        per_file="results/{dataset}/{exp}/seed{seed}/per_file.csv",
     params:
+        torch_threads=torch_threads,
         max_frames=config["eval"]["max_frames"],
-    threads: 1
+    threads: cpu_threads(JOB_THREADS)
     log:
         "logs/eval/{dataset}_{exp}_seed{seed}_metrics.log",
     benchmark:

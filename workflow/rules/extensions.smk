@@ -1,24 +1,10 @@
-# Extension experiments (issue 18): models of inference-only extensions, and Table III-ext.
-
-
-rule derive_model:
-    wildcard_constraints:
-        exp="|".join(DERIVED_EXPS),
-    input:
-        base=trained_model_of,
-    output:
-        model="results/{dataset}/{exp}/seed{seed}/model.pt",
-    log:
-        "logs/train/{dataset}_{exp}_seed{seed}_derive.log",
-    conda:
-        ENV
-    script:
-        "../scripts/derive_model.py"
+# Extension experiments (issue 18): Table III-ext. Inference-only extensions (4a, 4g, ...) declare
+# ``derived_from`` and are built by the derive_model rule (train.smk) from their base's run.
 
 
 rule table3_ext:
     input:
-        metrics=table3_ext_metrics,
+        runs=table3_ext_runs,
     output:
         csv="results/table3_ext.csv",
         md="results/table3_ext.md",

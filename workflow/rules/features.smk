@@ -6,7 +6,9 @@ rule cache_features:
         manifest="data/{dataset}/manifest.parquet",
     output:
         index="data/{dataset}/features/index.csv",
-    threads: 1
+    params:
+        torch_threads=torch_threads,
+    threads: cpu_threads(JOB_THREADS)
     resources:
         mem_mb=4000,
     log:

@@ -8,9 +8,10 @@ rule train_timbre_encoder:
         encoder="results/{dataset}/timbre/encoder.pt",
         metrics="results/{dataset}/timbre/metrics.json",
     params:
+        torch_threads=torch_threads,
         timbre=config["timbre"],
         seed=SEEDS[0],
-    threads: 1
+    threads: cpu_threads(JOB_THREADS)
     resources:
         mem_mb=6000,
         runtime=240,
@@ -32,6 +33,7 @@ rule export_embeddings:
         embeddings="results/{dataset}/timbre/embeddings.parquet",
     params:
         seed=SEEDS[0],
+    threads: cpu_threads(JOB_THREADS)
     log:
         "logs/timbre/{dataset}_export.log",
     conda:
@@ -47,6 +49,7 @@ rule plot_umap:
         png="results/{dataset}/timbre/umap.png",
     params:
         seed=SEEDS[0],
+    threads: cpu_threads(JOB_THREADS)
     log:
         "logs/timbre/{dataset}_umap.log",
     conda:
@@ -59,7 +62,12 @@ rule fig2_umap:
     input:
         png=f"results/{config['fig2_dataset']}/timbre/umap.png",
     output:
-        png="results/fig2_umap.png",
+        png=report(
+            "results/fig2_umap.png",
+            category="3. Figures",
+            labels={"figure": "Fig. 2"},
+            caption="../report/fig2.rst",
+        ),
     log:
         "logs/timbre/fig2.log",
     conda:

@@ -8,5 +8,5 @@ with log_to(snakemake.log[0]):  # noqa: F821
     cache_features(
         manifest_path=Path(snakemake.input.manifest),  # noqa: F821
         index_path=Path(snakemake.output.index),  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.params.torch_threads,  # noqa: F821
     )

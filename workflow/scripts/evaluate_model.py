@@ -10,7 +10,8 @@ with log_to(snakemake.log[0]):  # noqa: F821
         thresholds_path=Path(snakemake.input.thresholds),  # noqa: F821
         index_path=Path(snakemake.input.index),  # noqa: F821
         out_path=Path(snakemake.output.metrics),  # noqa: F821
+        per_file_path=Path(snakemake.output.per_file),  # noqa: F821
         embeddings_path=Path(snakemake.input.embeddings[0]) if snakemake.input.embeddings else None,  # noqa: F821
         max_frames=snakemake.params.max_frames,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.params.torch_threads,  # noqa: F821
     )

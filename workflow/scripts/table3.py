@@ -12,4 +12,7 @@ with log_to(snakemake.log[0]):  # noqa: F821
         out_md=Path(snakemake.output.md),  # noqa: F821
         out_vs_paper=Path(snakemake.output.vs_paper),  # noqa: F821
         aliases=dict(snakemake.params.aliases),  # noqa: F821
+        per_file_paths=[Path(p) for p in snakemake.input.per_file],  # noqa: F821
+        findings_csv=Path(snakemake.output.findings_csv),  # noqa: F821
+        findings_md=Path(snakemake.output.findings_md),  # noqa: F821
     )

@@ -13,5 +13,5 @@ with log_to(snakemake.log[0]):  # noqa: F821
         model_path=Path(snakemake.output.model),  # noqa: F821
         embeddings_path=Path(snakemake.input.embeddings[0]) if snakemake.input.embeddings else None,  # noqa: F821
         settings=dict(snakemake.params.train),  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.params.torch_threads,  # noqa: F821
     )

@@ -10,5 +10,5 @@ with log_to(snakemake.log[0]):  # noqa: F821
         encoder_path=Path(snakemake.output.encoder),  # noqa: F821
         settings=dict(snakemake.params.timbre),  # noqa: F821
         seed=int(snakemake.params.seed),  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.params.torch_threads,  # noqa: F821
     )

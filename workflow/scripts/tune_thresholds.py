@@ -10,5 +10,5 @@ with log_to(snakemake.log[0]):  # noqa: F821
         index_path=Path(snakemake.input.index),  # noqa: F821
         out_path=Path(snakemake.output.thresholds),  # noqa: F821
         max_frames=snakemake.params.max_frames,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.params.torch_threads,  # noqa: F821
     )

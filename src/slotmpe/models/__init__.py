@@ -98,8 +98,25 @@ from torch import nn
 from slotmpe.models.io import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from slotmpe.models.slotmpe import DEFAULT_WIDTHS, SlotMPE
 
+# Width presets (config ``model.widths``). ``efficient`` = DEFAULT_WIDTHS (above). ``wide`` moves
+# the weights from the per-slot FFN into the convolutions that run at every pitch-time cell
+# (trunk, branches, decoder), keeping every configuration within 1 % of Table I; its cost per
+# window is in results/capacity.csv and the README ("Capacity").
+WIDTH_PRESETS: dict[str, dict[str, Any]] = {
+    "efficient": {},
+    "wide": {
+        "trunk_channels": (32, 96, 128),
+        "global_channels": (32, 32),
+        "slot_channels": (128, 128),
+        "decoder_channels": 32,
+        "ffn_hidden": 406,  # the free width again: brings 1a-1c to Table I (+0.01 %)
+        "poly_hidden": 83,  # keeps 3a-3c at Table I with the wider trunk feeding the head
+    },
+}
+
 __all__ = [
     "DEFAULT_WIDTHS",
+    "WIDTH_PRESETS",
     "CheckpointError",
     "SlotMPE",
     "build_model",
@@ -110,10 +127,13 @@ __all__ = [
 ]
 
 
-def build_model(exp_name: str, **widths: Any) -> SlotMPE:
-    """The slot model for experiment ``exp_name`` ("1a".."3c"), with optional width overrides
-    (keys of ``DEFAULT_WIDTHS``); unknown experiments raise ``KeyError``."""
-    return SlotMPE(exp_name, **widths)
+def build_model(exp_name: str, preset: str = "efficient", **widths: Any) -> SlotMPE:
+    """The slot model for experiment ``exp_name`` ("1a".."3c") with the widths of ``preset``
+    (a key of ``WIDTH_PRESETS``) and optional overrides (keys of ``DEFAULT_WIDTHS``); unknown
+    experiments or presets raise ``KeyError``."""
+    if preset not in WIDTH_PRESETS:
+        raise KeyError(f"unknown width preset {preset!r}; known: {', '.join(WIDTH_PRESETS)}")
+    return SlotMPE(exp_name, **{**WIDTH_PRESETS[preset], **widths})
 
 
 def count_parameters(model: nn.Module) -> int:

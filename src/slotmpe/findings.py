@@ -1,0 +1,176 @@
+"""The paper's findings tested on our runs: ``results/findings.csv`` and ``results/findings.md``.
+
+Each finding compares two (exp, dataset) cells of Table III on one metric with
+:func:`slotmpe.stats.paired_effect` (effect ``exp_a - exp_b`` in points, 95 % paired bootstrap
+CI over test files, every seed kept), beside the paper's effect from its Table III
+(``reference/paper_table3.csv``). Datasets are named as in the paper (``urmp``, ``mshoxxdb``); a
+configured dataset stands in for the paper's through ``paper_aliases`` (chamber -> urmp,
+electro -> mshoxxdb).
+
+Verdict: ``holds`` when the CI excludes 0 on the paper's side, ``reversed`` when it excludes 0
+on the other side, ``not resolved at this budget`` when it covers 0 or cannot be computed (a
+single test file), and whenever fewer than :data:`MIN_FILES_FOR_VERDICT` test files are compared.
+
+``findings.csv`` columns: :data:`FINDINGS_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slotmpe.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+from slotmpe.utils import atomic_path, get_logger
+
+log = get_logger(__name__)
+
+FINDINGS_COLUMNS: tuple[str, ...] = (
+    "finding", "dataset", "exp_a", "exp_b", "metric", "effect", "ci_low", "ci_high", "n_seeds",
+    "n_files", "paper_effect", "verdict",
+)
+METRIC_OUTPUT: dict[str, str] = {"slot_f1": "slot", "std_f1": "mix"}
+HOLDS, REVERSED, UNRESOLVED = "holds", "reversed", "not resolved at this budget"
+# Below this many common test files a file bootstrap has too few distinct resamples to trust.
+MIN_FILES_FOR_VERDICT = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim of the paper: ``exp_a`` vs ``exp_b`` on ``metric`` on the paper's dataset."""
+
+    name: str
+    claim: str
+    paper_dataset: str
+    exp_a: str
+    exp_b: str
+    metric: str = "slot_f1"
+
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding("matching", "Hungarian matching >> fixed family slots (family F1)", "urmp", "1c", "1b"),
+    Finding("film", "FiLM timbre conditioning helps stem F1", "urmp", "2b", "2a"),
+    Finding("polyphony", "mixture polyphony supervision helps stem F1 (URMP-like)", "urmp",
+            "3b", "3a"),
+    Finding("polyphony", "mixture + slot polyphony supervision helps stem F1 (URMP-like)", "urmp",
+            "3c", "3a"),
+    Finding("timbre_vs_film", "timbre head alone vs FiLM on the electronic set (stem F1)",
+            "mshoxxdb", "2a", "2b"),
+    Finding("timbre_vs_film", "timbre head alone vs FiLM on the electronic set (standard F1)",
+            "mshoxxdb", "2a", "2b", "std_f1"),
+)
+
+
+def verdict(ci_low: float, ci_high: float, paper_effect: float) -> str:
+    """``holds`` / ``reversed`` / ``not resolved at this budget`` (module docstring)."""
+    if not np.all(np.isfinite([paper_effect, ci_low, ci_high])) or paper_effect == 0 \
+            or ci_low <= 0 <= ci_high:
+        return UNRESOLVED
+    same_side = (ci_low > 0) == (paper_effect > 0)
+    return HOLDS if same_side else REVERSED
+
+
+def _paper_effect(f: Finding) -> float:
+    from slotmpe.report import paper_table3
+
+    p = paper_table3().set_index(["exp", "dataset"])
+    try:
+        return float(p.loc[(f.exp_a, f.paper_dataset), f.metric]
+                     - p.loc[(f.exp_b, f.paper_dataset), f.metric])
+    except KeyError:
+        return float("nan")
+
+
+def per_file_paths(results: Path, dataset: str, exp: str, seeds: Sequence[int]) -> list[Path]:
+    """``results/{dataset}/{exp}/seed{s}/per_file.csv`` for every seed."""
+    return [Path(results) / dataset / exp / f"seed{s}" / PER_FILE_NAME for s in seeds]
+
+
+def build_findings(
+    per_file: Mapping[tuple[str, str], pd.DataFrame],
+    dataset_aliases: Mapping[str, str] | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Findings table from per-file tables keyed by ``(exp, dataset)`` (concatenated over seeds).
+
+    A finding is evaluated on every dataset standing in for its paper dataset whose two
+    experiments are both present; the others are skipped (logged).
+    """
+    aliases = dict(dataset_aliases or {})
+    datasets = sorted({ds for _, ds in per_file})
+    rows = []
+    for f in FINDINGS:
+        for ds in datasets:
+            if aliases.get(ds, ds) != f.paper_dataset:
+                continue
+            a, b = per_file.get((f.exp_a, ds)), per_file.get((f.exp_b, ds))
+            if a is None or b is None:
+                log.info("finding %s skipped on %s: %s or %s not configured", f.name, ds,
+                         f.exp_a, f.exp_b)
+                continue
+            eff = paired_effect(a, b, output=METRIC_OUTPUT[f.metric], n_resamples=n_resamples,
+                                seed=seed)
+            pe = _paper_effect(f)
+            rows.append({
+                "finding": f.name, "dataset": ds, "exp_a": f.exp_a, "exp_b": f.exp_b,
+                "metric": f.metric, "effect": round(eff.effect, 2), "ci_low": round(eff.ci_low, 2),
+                "ci_high": round(eff.ci_high, 2), "n_seeds": eff.n_seeds, "n_files": eff.n_files,
+                "paper_effect": round(pe, 2),
+                "verdict": (verdict(eff.ci_low, eff.ci_high, pe)
+                            if eff.n_files >= MIN_FILES_FOR_VERDICT else UNRESOLVED),
+            })
+    return pd.DataFrame.from_records(rows, columns=list(FINDINGS_COLUMNS))
+
+
+def render_findings_md(df: pd.DataFrame, dataset_aliases: Mapping[str, str] | None = None) -> str:
+    """Markdown rendering of :func:`build_findings`'s frame with the claims and the method."""
+    aliases = dict(dataset_aliases or {})
+    claims = {(f.name, f.exp_a, f.exp_b, f.metric): f.claim for f in FINDINGS}
+    lines = [
+        "# The paper's findings on our runs\n",
+        "Effect = metric(exp A) - metric(exp B) in points, metric = pooled F1 over the test files "
+        "per seed, averaged over seeds (the Table III figure). 95 % CI: paired bootstrap over test "
+        "files (the same resampled files for both experiments and every seed; scipy.stats."
+        "bootstrap, BCa). Paper effect: the same difference in the paper's Table III (on the "
+        "paper's dataset; ours are stand-ins where named so). Verdict: *holds* if the CI excludes "
+        "0 on the paper's side, *reversed* if on the other side, *not resolved at this budget* "
+        "if it covers 0.\n",
+        "| Finding | Dataset | A vs B | Metric | Effect [95 % CI] | Paper | Seeds | Files | Verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in df.iterrows():
+        claim = claims.get((r["finding"], r["exp_a"], r["exp_b"], r["metric"]), r["finding"])
+        ds = str(r["dataset"])
+        ds_label = f"{ds} (~{aliases[ds]})" if ds in aliases and aliases[ds] != ds else ds
+        paper = "–" if pd.isna(r["paper_effect"]) else f"{r['paper_effect']:+.2f}"
+        ci = ("no CI (one file)" if pd.isna(r["ci_low"])
+              else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
+        lines.append(
+            f"| {claim} | {ds_label} | {r['exp_a']} vs {r['exp_b']} | {r['metric']} | "
+            f"{r['effect']:+.2f} {ci} | {paper} | "
+            f"{int(r['n_seeds'])} | {int(r['n_files'])} | {r['verdict']} |"
+        )
+    if df.empty:
+        lines.append("| (no finding: the compared experiments are not configured) |||||||||")
+    return "\n".join(lines) + "\n"
+
+
+def write_findings(
+    per_file_paths_by_cell: Mapping[tuple[str, str], Sequence[Path]],
+    out_csv: Path,
+    out_md: Path,
+    dataset_aliases: Mapping[str, str] | None = None,
+    n_resamples: int = 2000,
+) -> pd.DataFrame:
+    """Read the per-file tables of every (exp, dataset) cell, write findings.csv/.md atomically."""
+    per_file = {k: read_per_file_runs(v) for k, v in per_file_paths_by_cell.items() if v}
+    df = build_findings(per_file, dataset_aliases, n_resamples=n_resamples)
+    with atomic_path(Path(out_csv)) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(Path(out_md)) as tmp:
+        tmp.write_text(render_findings_md(df, dataset_aliases))
+    return df

@@ -1,0 +1,99 @@
+"""Source-aware transcription of a user's audio: frame probabilities -> notes -> MIDI, CSV, PNG.
+
+``transcribe_file`` is what ``slotmpe transcribe`` runs for every input file. The package is split
+along the steps:
+
+1. :mod:`~slotmpe.transcribe.audio_input`: the file (or stdin) is read in blocks, down-mixed and
+   resampled to 16 kHz mono with soxr's streaming resampler; undecodable files and out-of-range
+   samples are one-line errors.
+2. :mod:`slotmpe.cqt`: the wide log-CQT of :func:`slotmpe.features.cqt_wide` (same algorithm and
+   filters as librosa's recursive CQT, NumPy only) computed block-wise with ~6 s of context per
+   block; only the ``(325, T)`` magnitudes are kept for the whole file (1.3 kB per frame) because
+   the log compression is relative to the file's maximum.
+3. :mod:`~slotmpe.transcribe.runners`: the model, either a torch checkpoint (``.pt``, run by
+   :func:`slotmpe.inference.predict`) or an ONNX export (``.onnx``, written by ``slotmpe export``
+   and run by :mod:`~slotmpe.transcribe.onnx_runner` without importing torch). Both run the whole
+   file in one pass (one slot set for the whole file) up to ``DEFAULT_MAX_FRAMES`` frames, and
+   beyond that in overlapping chunks whose slot order is re-aligned by Hungarian matching
+   (:mod:`slotmpe.stitching`; ``--max-frames`` changes the chunk length).
+4. :func:`~slotmpe.transcribe.notes.postprocess_probs`, the one post-processing step of the slot
+   probabilities, then notes (:mod:`~slotmpe.transcribe.notes`) for the mixture map and every
+   *active* slot map, offsets clipped to the audio's duration.
+5. :mod:`~slotmpe.transcribe.writers`: ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png``,
+   written as one set (all or none) after checking that the output folder is writable.
+
+:mod:`~slotmpe.transcribe.stream` transcribes block by block with bounded latency
+(``slotmpe transcribe --stream``).
+
+Slots whose activity probability is below ``activity_threshold`` are dropped, as are active slots
+with no note above threshold; the fixed-order family model 1b does not train its activity output, so
+there no slot is dropped by activity. Models without trained slots (experiment 1a; its slot head
+exists but is unused) give only the mixture track.
+"""
+
+from __future__ import annotations
+
+from slotmpe.transcribe.core import (
+    AUDIO_EXTENSIONS,
+    TranscriptionResult,
+    audio_cqt,
+    find_audio_files,
+    output_names,
+    transcribe_audio,
+    transcribe_cqt,
+    transcribe_file,
+)
+from slotmpe.transcribe.notes import (
+    Note,
+    Track,
+    activity_is_trained,
+    clip_notes,
+    experiment_of,
+    make_tracks,
+    ms_to_gap_frames,
+    ms_to_min_frames,
+    notes_to_roll,
+    postprocess_probs,
+    probs_to_notes,
+    slot_track_name,
+)
+from slotmpe.transcribe.options import (
+    DEFAULT_ACTIVITY_THRESHOLD,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MERGE_GAP_MS,
+    DEFAULT_MIN_NOTE_MS,
+    DEFAULT_THRESHOLD,
+    FRAME_SECONDS,
+    MIX,
+    TranscribeOptions,
+    TranscriptionError,
+    read_thresholds,
+    resolve_thresholds,
+)
+from slotmpe.transcribe.runners import as_runner, load_model, load_torch_model
+from slotmpe.transcribe.writers import (
+    DEFAULT_PROGRAM,
+    MIDI_RESOLUTION,
+    MIDI_TEMPO,
+    check_writable,
+    plot_pianoroll,
+    read_notes_csv,
+    velocity_of,
+    write_midi,
+    write_notes_csv,
+    write_output_set,
+    write_outputs,
+)
+
+__all__ = [
+    "AUDIO_EXTENSIONS", "DEFAULT_ACTIVITY_THRESHOLD", "DEFAULT_MAX_FRAMES", "DEFAULT_MERGE_GAP_MS",
+    "DEFAULT_MIN_NOTE_MS", "DEFAULT_PROGRAM", "DEFAULT_THRESHOLD", "FRAME_SECONDS", "MIDI_RESOLUTION",
+    "MIDI_TEMPO", "MIX", "Note", "Track", "TranscribeOptions", "TranscriptionError",
+    "TranscriptionResult", "activity_is_trained", "as_runner", "audio_cqt", "check_writable",
+    "clip_notes", "experiment_of", "find_audio_files", "load_model", "load_torch_model",
+    "make_tracks", "ms_to_gap_frames", "ms_to_min_frames", "notes_to_roll", "output_names",
+    "plot_pianoroll", "postprocess_probs", "probs_to_notes", "read_notes_csv", "read_thresholds",
+    "resolve_thresholds", "slot_track_name", "transcribe_audio", "transcribe_cqt",
+    "transcribe_file", "velocity_of", "write_midi", "write_notes_csv", "write_output_set",
+    "write_outputs",
+]

@@ -1,0 +1,194 @@
+"""Transcription of one input: audio -> wide CQT -> model -> post-processing -> notes -> files."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slotmpe.audio import AudioError
+from slotmpe.constants import SAMPLE_RATE
+from slotmpe.cqt import BLOCK_FRAMES, CONTEXT_FRAMES, cqt_magnitude_blocks, log_compress
+from slotmpe.transcribe.audio_input import open_audio
+from slotmpe.transcribe.notes import MIX, Track, make_tracks, postprocess_probs
+from slotmpe.transcribe.options import TranscribeOptions
+from slotmpe.transcribe.runners import as_runner
+from slotmpe.transcribe.writers import check_writable, write_outputs
+
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
+    ".snd", ".caf", ".w64", ".rf64",
+)  # fmt: skip
+
+
+@dataclass
+class TranscriptionResult:
+    """What :func:`transcribe_file` wrote and found for one input file."""
+
+    audio_path: Path
+    midi_path: Path
+    csv_path: Path
+    png_path: Path | None
+    duration_s: float
+    n_frames: int
+    tracks: list[Track]
+    slot_activity: list[float] = field(default_factory=list)  # (K,) activity probabilities
+    thresholds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the whole call
+
+    @property
+    def active_slots(self) -> list[int]:
+        """1-based numbers of the slots written as tracks."""
+        return [int(t.slot) for t in self.tracks if t.slot != MIX]
+
+    @property
+    def n_notes(self) -> dict[str, int]:
+        """Notes per track name."""
+        return {t.name: len(t.notes) for t in self.tracks}
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        slots = ", ".join(f"{t.name}: {len(t.notes)}" for t in self.tracks if t.slot != MIX)
+        mix = next((len(t.notes) for t in self.tracks if t.slot == MIX), 0)
+        return (
+            f"{self.audio_path.name}: {self.duration_s:.1f} s, {mix} mixture notes"
+            + (f"; {len(self.active_slots)} active slots ({slots})" if slots else "")
+            + f" -> {self.midi_path}"
+        )
+
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand directories into their audio files (sorted, non-recursive, by extension).
+
+    Files given explicitly are kept whatever their extension (a bad one fails later, on its own).
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(
+                sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in AUDIO_EXTENSIONS
+                       and not c.name.startswith("."))
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """Unique output base names: the file stem, ``stem_ext`` when stems collide, then ``_2``, ..."""
+    stems = [f.stem for f in files]
+    names = [f"{f.stem}_{f.suffix.lstrip('.')}" if stems.count(f.stem) > 1 else f.stem
+             for f in files]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return out
+
+
+
+def audio_cqt(audio: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+    """Log-compressed wide CQT ``(N_WIDE, T)`` of 16 kHz mono audio (an array or its pieces),
+    computed block-wise (:mod:`slotmpe.cqt`): only the calibrated magnitudes ``(325, T)`` grow
+    with the input."""
+    pieces = [audio] if isinstance(audio, np.ndarray) else audio
+    mags = list(cqt_magnitude_blocks(pieces, BLOCK_FRAMES, CONTEXT_FRAMES))
+    mag = mags[0] if len(mags) == 1 else np.concatenate(mags, axis=1)
+    del mags
+    return log_compress(mag)
+
+
+def transcribe_cqt(
+    cqt: np.ndarray,
+    model: Any,
+    meta: Mapping[str, Any],
+    options: TranscribeOptions,
+    duration_s: float | None = None,
+) -> tuple[list[Track], dict[str, np.ndarray]]:
+    """``(tracks, probabilities)`` of a wide CQT ``(N_WIDE, T)`` without writing files: the model
+    (torch or ONNX), then :func:`~slotmpe.transcribe.notes.postprocess_probs`, then notes."""
+    runner = as_runner(model, meta, options.device)
+    probs = runner.predict(cqt, options.resolved_max_frames())
+    probs = postprocess_probs(probs, meta)
+    uses_slots = bool(getattr(runner.experiment, "uses_slots", "slots" in probs))
+    tracks = make_tracks(probs, options, uses_slots, runner.experiment, runner.activity_trained,
+                         duration_s=duration_s)
+    return tracks, probs
+
+
+def transcribe_audio(
+    audio: np.ndarray,
+    model: Any,
+    meta: Mapping[str, Any],
+    options: TranscribeOptions,
+    name: str = "audio",
+) -> tuple[list[Track], dict[str, np.ndarray]]:
+    """Transcribe mono 16 kHz ``audio`` ``(n,)``: ``(tracks, probabilities)`` without writing files.
+
+    Probabilities are :func:`slotmpe.inference.predict`'s dict (``mix`` ``(72, T)``, ``slots``
+    ``(K, 72, T)``, ``activity`` ``(K,)``, ...), as numpy arrays.
+    """
+    from slotmpe.audio import check_audio
+
+    audio = np.asarray(audio, dtype=np.float32)
+    check_audio(audio, name, allow_silent=True)
+    return transcribe_cqt(audio_cqt(audio), model, meta, options, len(audio) / SAMPLE_RATE)
+
+
+def transcribe_file(
+    path: str | os.PathLike[str],
+    model: Any,
+    meta: Mapping[str, Any],
+    outdir: str | os.PathLike[str],
+    options: TranscribeOptions | None = None,
+    name: str | None = None,
+) -> TranscriptionResult:
+    """Transcribe one audio file into ``outdir/<name>.mid``, ``.notes.csv`` and ``.png``.
+
+    ``name`` defaults to the file's stem. ``model``/``meta`` come from
+    :func:`slotmpe.transcribe.load_model` (a ``.pt`` or ``.onnx`` model). The output folder is
+    checked for writing before the model runs; the outputs are written as one set (all or none,
+    :func:`~slotmpe.transcribe.writers.write_output_set`). Raises
+    :class:`slotmpe.audio.AudioError` (naming the file) for missing, undecodable, empty, silent or
+    out-of-range audio and :class:`~slotmpe.transcribe.options.TranscriptionError` for outputs that
+    cannot be written; nothing is changed then.
+    """
+    t_start = time.perf_counter()
+    options = options or TranscribeOptions()
+    src = Path(path)
+    out = check_writable(outdir)
+    source = open_audio(src)
+    cqt = audio_cqt(source.blocks())
+    duration = source.duration_s
+    tracks, probs = transcribe_cqt(cqt, model, meta, options, duration)
+    n_frames = int(cqt.shape[-1])
+    del cqt
+    midi_path, csv_path, png_path = write_outputs(out, name or src.stem, tracks, duration,
+                                                  src.name, options.write_png)
+    activity = probs.get("activity")
+    return TranscriptionResult(
+        audio_path=src,
+        midi_path=midi_path,
+        csv_path=csv_path,
+        png_path=png_path,
+        duration_s=duration,
+        n_frames=n_frames,
+        tracks=tracks,
+        slot_activity=[] if activity is None else [float(a) for a in np.ravel(activity)],
+        thresholds={"mix": options.mix_threshold, "slots": options.slot_threshold,
+                    "activity": options.activity_threshold},
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+__all__ = ["AUDIO_EXTENSIONS", "AudioError", "MIX", "TranscriptionResult", "audio_cqt",
+           "find_audio_files", "output_names", "transcribe_audio", "transcribe_cqt",
+           "transcribe_file"]

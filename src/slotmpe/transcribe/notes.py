@@ -1,0 +1,225 @@
+"""Note creation: slot/mixture probability maps -> :class:`Note` lists per :class:`Track`.
+
+Per pitch row of a ``(72, T)`` probability map:
+
+* a frame is *on* where ``prob >= threshold``;
+* runs of on-frames of the same pitch separated by at most ``merge_gap_ms`` of off-frames are
+  merged into one note (gap frames become part of the note);
+* notes shorter than ``min_note_ms`` are dropped (after merging);
+* times follow the target convention of :mod:`slotmpe.targets` (a note covers the frames whose
+  centres lie in ``[onset, offset)``, frame ``t`` centred at ``t * 512 / 16000`` s): a note spanning
+  frames ``t0..t1`` gets ``onset_s = t0 * 0.032`` and ``offset_s = (t1 + 1) * 0.032``, so converting
+  the notes back to a roll reproduces exactly the frames they came from; :func:`make_tracks` then
+  clips offsets to the audio's duration (the last frame's 32 ms would otherwise reach past it);
+* ``confidence`` is the mean probability over the note's frames (merged gap frames included), and the
+  MIDI velocity is ``round(127 * confidence)`` clipped to 1..127.
+
+Before note creation every probability dict passes through :func:`postprocess_probs`, the one
+post-processing step shared by the torch, ONNX and streaming paths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from slotmpe.constants import FAMILIES, FRAME_RATE, MIDI_MAX, MIDI_MIN, N_PITCHES
+from slotmpe.transcribe.options import FRAME_SECONDS, MIX, TranscribeOptions
+
+_TIME_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note: ``slot`` is the 1-based slot number or :data:`MIX`; times in seconds."""
+
+    slot: int | str
+    onset_s: float
+    offset_s: float
+    midi: int
+    confidence: float
+
+
+@dataclass
+class Track:
+    """The notes of one output track (one active slot, or the mixture)."""
+
+    slot: int | str
+    name: str
+    notes: list[Note]
+
+
+
+def ms_to_min_frames(ms: float) -> int:
+    """Fewest frames whose duration (frames * 32 ms) is at least ``ms`` (>= 1)."""
+    return max(1, math.ceil(ms / 1000.0 * FRAME_RATE - _TIME_EPS))
+
+
+def ms_to_gap_frames(ms: float) -> int:
+    """Most off-frames whose duration is at most ``ms`` (gaps this long or shorter are bridged)."""
+    return max(0, math.floor(ms / 1000.0 * FRAME_RATE + _TIME_EPS))
+
+
+def _runs(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start (inclusive) and end (exclusive) indices of the True runs of a 1-D bool array."""
+    padded = np.concatenate(([False], on, [False])).astype(np.int8)
+    d = np.diff(padded)
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def probs_to_notes(
+    prob: np.ndarray,
+    threshold: float,
+    min_note_frames: int = 3,
+    merge_gap_frames: int = 2,
+    slot: int | str = MIX,
+) -> list[Note]:
+    """Notes from a ``(72, T)`` probability map (row ``p`` is MIDI ``23 + p``).
+
+    Frames with ``prob >= threshold`` are on; same-pitch runs separated by at most
+    ``merge_gap_frames`` off-frames are merged, then notes shorter than ``min_note_frames`` frames
+    are dropped. Returns notes sorted by onset then pitch, with ``confidence`` = mean probability
+    over the note's frames (see the module docstring for the time convention).
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim != 2 or prob.shape[0] != N_PITCHES:
+        raise ValueError(f"prob must have shape ({N_PITCHES}, T), got {prob.shape}")
+    if min_note_frames < 1 or merge_gap_frames < 0:
+        raise ValueError("min_note_frames must be >= 1 and merge_gap_frames >= 0")
+    on = prob >= threshold
+    notes: list[Note] = []
+    for p in np.flatnonzero(on.any(axis=1)):
+        starts, ends = _runs(on[p])
+        if merge_gap_frames > 0 and len(starts) > 1:
+            keep = (starts[1:] - ends[:-1]) > merge_gap_frames  # True where a real gap starts
+            starts = np.concatenate((starts[:1], starts[1:][keep]))
+            ends = np.concatenate((ends[:-1][keep], ends[-1:]))
+        long_enough = (ends - starts) >= min_note_frames
+        csum = np.concatenate(([0.0], np.cumsum(prob[p], dtype=np.float64)))
+        for s, e in zip(starts[long_enough], ends[long_enough], strict=True):
+            notes.append(
+                Note(
+                    slot=slot,
+                    onset_s=float(s) * FRAME_SECONDS,
+                    offset_s=float(e) * FRAME_SECONDS,
+                    midi=int(MIDI_MIN + p),
+                    confidence=float((csum[e] - csum[s]) / (e - s)),
+                )
+            )
+    notes.sort(key=lambda n: (n.onset_s, n.midi))
+    return notes
+
+
+def notes_to_roll(notes: Iterable[Note], n_frames: int) -> np.ndarray:
+    """Bool ``(72, T)`` roll of notes (frames whose centres lie in ``[onset, offset)``)."""
+    roll = np.zeros((N_PITCHES, n_frames), dtype=bool)
+    for n in notes:
+        if not MIDI_MIN <= n.midi <= MIDI_MAX:
+            continue
+        t0 = max(0, math.ceil(n.onset_s * FRAME_RATE - _TIME_EPS))
+        t1 = min(n_frames, math.ceil(n.offset_s * FRAME_RATE - _TIME_EPS))
+        roll[n.midi - MIDI_MIN, t0:t1] = True
+    return roll
+
+
+def experiment_of(model: Any, meta: Mapping[str, Any]) -> Any:
+    """The :class:`slotmpe.experiments.Experiment` of a model (attribute ``exp`` or meta), or None."""
+    exp = getattr(model, "exp", None)
+    if exp is not None and hasattr(exp, "uses_slots"):
+        return exp
+    from slotmpe.experiments import get_experiment
+
+    for key in ("experiment", "exp", "exp_name", "experiment_name"):
+        name = meta.get(key)
+        if isinstance(name, str):
+            try:
+                return get_experiment(name)
+            except KeyError:
+                continue
+        if name is not None and hasattr(name, "uses_slots"):
+            return name
+    return None
+
+
+def activity_is_trained(exp: Any) -> bool:
+    """Whether ``exp`` trains the slot-activity output (True when the experiment is unknown)."""
+    if exp is None:
+        return True
+    from slotmpe.experiments import active_loss_terms
+
+    return "activity" in active_loss_terms(exp)
+
+
+def slot_track_name(k: int, exp: Any = None) -> str:
+    """MIDI track name of 0-based slot ``k``: ``"slot {k+1}"`` (+ family for fixed-order 1b)."""
+    name = f"slot {k + 1}"
+    if exp is not None and getattr(exp, "matching", None) == "fixed" and k < len(FAMILIES):
+        name += f" ({FAMILIES[k]})"
+    return name
+
+
+def make_tracks(
+    probs: Mapping[str, np.ndarray],
+    options: TranscribeOptions,
+    uses_slots: bool,
+    exp: Any = None,
+    use_activity: bool = True,
+    duration_s: float | None = None,
+) -> list[Track]:
+    """Tracks from :func:`slotmpe.inference.predict` probabilities.
+
+    ``probs["mix"]`` is ``(72, T)``; with ``uses_slots``, ``probs["slots"]`` is ``(K, 72, T)`` and
+    ``probs["activity"]`` ``(K,)``. Slots below ``options.activity_threshold`` are dropped unless
+    ``use_activity`` is False (models whose activity output is not trained, i.e. the fixed-order
+    model 1b) or the activity is missing. Returns the kept slot tracks that hold notes, in slot
+    order, then the mixture track (always present). With ``duration_s``, note offsets are clipped
+    to the audio's duration (:func:`clip_notes`).
+    """
+    def notes_of(prob: np.ndarray, thr: float, slot: int | str) -> list[Note]:
+        notes = probs_to_notes(prob, thr, min_frames, gap_frames, slot)
+        return notes if duration_s is None else clip_notes(notes, duration_s)
+
+    min_frames = ms_to_min_frames(options.min_note_ms)
+    gap_frames = ms_to_gap_frames(options.merge_gap_ms)
+    tracks: list[Track] = []
+    slots = probs.get("slots")
+    if uses_slots and slots is not None:
+        slots = np.asarray(slots)
+        activity = probs.get("activity")
+        act = (np.ones(slots.shape[0]) if activity is None or not use_activity
+               else np.asarray(activity, dtype=np.float64).reshape(-1))
+        for k in range(slots.shape[0]):
+            if act[k] < options.activity_threshold:
+                continue
+            notes = notes_of(slots[k], options.slot_threshold, k + 1)
+            if notes:
+                tracks.append(Track(slot=k + 1, name=slot_track_name(k, exp), notes=notes))
+    mix_notes = notes_of(probs["mix"], options.mix_threshold, MIX)
+    tracks.append(Track(slot=MIX, name="mixture", notes=mix_notes))
+    return tracks
+
+
+def postprocess_probs(probs: dict[str, np.ndarray], meta: Mapping[str, Any] | None = None
+                      ) -> dict[str, np.ndarray]:
+    """The single post-processing step between model probabilities and note creation.
+
+    ``probs`` holds ``mix`` ``(72, T)`` and, for slot models, ``slots`` ``(K, 72, T)``,
+    ``activity`` ``(K,)`` (and ``timbre``/``poly``). Returns the dict to create notes from
+    (currently unchanged). This is where slot post-processing (e.g. duplicate suppression) plugs
+    in, for the torch, ONNX and streaming paths alike.
+    """
+    return probs
+
+
+def clip_notes(notes: list[Note], duration_s: float) -> list[Note]:
+    """Notes with offsets clipped to ``duration_s`` (notes starting at or after it are dropped)."""
+    out = []
+    for n in notes:
+        if n.onset_s >= duration_s - _TIME_EPS:
+            continue
+        out.append(replace(n, offset_s=duration_s) if n.offset_s > duration_s else n)
+    return out

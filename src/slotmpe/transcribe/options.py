@@ -1,0 +1,132 @@
+"""Settings of a transcription: :class:`TranscribeOptions` and the tuned thresholds of a model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slotmpe.constants import HOP_LENGTH, SAMPLE_RATE
+
+MIX: str = "mix"  # value of the CSV ``slot`` column for mixture notes
+FRAME_SECONDS: float = HOP_LENGTH / SAMPLE_RATE  # 0.032 s per frame
+DEFAULT_THRESHOLD: float = 0.5  # used when thresholds.json is absent or lacks a key
+DEFAULT_ACTIVITY_THRESHOLD: float = 0.5
+DEFAULT_MIN_NOTE_MS: float = 96.0  # 3 frames
+DEFAULT_MERGE_GAP_MS: float = 64.0  # gaps of up to 2 frames are bridged
+# ``max_frames="default"`` means slotmpe.transcribe.stitching.DEFAULT_MAX_FRAMES, the evaluation's
+# limit (resolved at run time).
+DEFAULT_MAX_FRAMES: Literal["default"] = "default"
+
+
+class TranscriptionError(RuntimeError):
+    """A problem with a model file or an output; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Settings of :func:`slotmpe.transcribe.transcribe_file` (thresholds are probabilities)."""
+
+    mix_threshold: float = DEFAULT_THRESHOLD
+    slot_threshold: float = DEFAULT_THRESHOLD
+    activity_threshold: float = DEFAULT_ACTIVITY_THRESHOLD
+    min_note_ms: float = DEFAULT_MIN_NOTE_MS
+    merge_gap_ms: float = DEFAULT_MERGE_GAP_MS
+    device: str = "cpu"
+    max_frames: int | None | Literal["default"] = DEFAULT_MAX_FRAMES
+    write_png: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("mix_threshold", "slot_threshold", "activity_threshold"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if self.min_note_ms < 0 or self.merge_gap_ms < 0:
+            raise ValueError("min_note_ms and merge_gap_ms must be >= 0")
+        mf = self.max_frames
+        if mf != DEFAULT_MAX_FRAMES and mf is not None and (not isinstance(mf, int) or mf < 2):
+            raise ValueError(f"max_frames must be an int >= 2, None or 'default', got {mf!r}")
+
+    def resolved_max_frames(self) -> int | None:
+        """The chunk length of the whole-file inference (None = whole file in one pass)."""
+        if self.max_frames == DEFAULT_MAX_FRAMES:
+            from slotmpe.stitching import DEFAULT_MAX_FRAMES as inference_default
+
+            return inference_default
+        return self.max_frames  # type: ignore[return-value]
+
+
+def _threshold_value(value: Any) -> float | None:
+    """A probability from a thresholds.json entry (a number or ``{"threshold": x}``), else None."""
+    if isinstance(value, Mapping):
+        value = value.get("threshold")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) and 0.0 <= v <= 1.0 else None
+
+
+def parse_thresholds(data: Any) -> dict[str, float]:
+    """The ``"mix"``/``"slots"`` thresholds of a thresholds.json document (invalid keys left out)."""
+    if not isinstance(data, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for key, aliases in (("mix", ("mix", "std")), ("slots", ("slots", "slot"))):
+        for alias in aliases:
+            v = _threshold_value(data.get(alias))
+            if v is not None:
+                out[key] = v
+                break
+    return out
+
+
+def read_thresholds(model_path: str | os.PathLike[str]) -> dict[str, float]:
+    """Tuned thresholds from ``thresholds.json`` beside ``model_path``, else those embedded in an
+    exported ``.onnx`` model (its ``thresholds`` metadata).
+
+    The file is ``{"mix": float, "slots": float, ...}`` (written by
+    :func:`slotmpe.evaluation.tune_thresholds`). Returns the keys found among ``"mix"`` and
+    ``"slots"`` (``"slot"`` is accepted for the latter; a value may also be a mapping with a
+    ``"threshold"`` entry); a missing or unreadable file, or a missing/invalid key, is simply
+    left out, so callers fall back to :data:`DEFAULT_THRESHOLD`.
+    """
+    path = Path(model_path).with_name("thresholds.json")
+    try:
+        return parse_thresholds(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass
+    if Path(model_path).suffix.lower() == ".onnx":
+        from slotmpe.transcribe.onnx_runner import read_onnx_metadata
+
+        try:
+            return parse_thresholds(read_onnx_metadata(model_path).get("thresholds"))
+        except (OSError, ValueError, TranscriptionError):
+            return {}
+    return {}
+
+
+def resolve_thresholds(
+    model_path: str | os.PathLike[str], override: float | None = None
+) -> tuple[float, float, str]:
+    """``(mix_threshold, slot_threshold, source)`` for a model.
+
+    ``override`` (``--threshold``) wins for both outputs; otherwise each comes from
+    ``thresholds.json`` beside the model (or embedded in an ``.onnx`` export), else
+    :data:`DEFAULT_THRESHOLD`. ``source`` says which.
+    """
+    if override is not None:
+        return float(override), float(override), "command line"
+    tuned = read_thresholds(model_path)
+    mix = tuned.get("mix", DEFAULT_THRESHOLD)
+    slots = tuned.get("slots", DEFAULT_THRESHOLD)
+    if len(tuned) == 2:
+        source = "tuned thresholds"
+    elif tuned:
+        source = "tuned thresholds (partly default 0.5)"
+    else:
+        source = f"default {DEFAULT_THRESHOLD:g}"
+    return mix, slots, source

@@ -1,0 +1,126 @@
+"""Model runners: a checkpoint (``.pt``, torch) or an export (``.onnx``, onnxruntime) behind one
+interface, :class:`Runner`: ``predict(cqt, max_frames) -> probabilities`` from a wide CQT.
+
+Only the torch runner imports torch; transcribing with an ``.onnx`` model never does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from slotmpe.transcribe.notes import activity_is_trained, experiment_of
+from slotmpe.transcribe.options import TranscriptionError
+
+
+class Runner(Protocol):
+    """What transcription needs from a model."""
+
+    experiment: Any  # slotmpe.experiments.Experiment or None
+    uses_slots: bool
+    activity_trained: bool
+
+    def predict(self, cqt: np.ndarray, max_frames: int | None) -> dict[str, np.ndarray]:
+        """Probabilities (``mix`` ``(72, T)``, ``slots`` ``(K, 72, T)``, ``activity`` ``(K,)``,
+        ...) of a log-compressed wide CQT ``(N_WIDE, T)``."""
+        ...
+
+
+def _check_model_file(p: Path, kind: str) -> None:
+    if not p.exists():
+        raise TranscriptionError(f"{p}: model file does not exist")
+    if p.is_dir():
+        raise TranscriptionError(f"{p}: is a directory, expected a {kind} file")
+    if p.stat().st_size == 0:
+        raise TranscriptionError(f"{p}: model file is empty")
+
+
+def load_torch_model(path: str | os.PathLike[str], device: str = "cpu"
+                     ) -> tuple[Any, dict[str, Any]]:
+    """Load a pipeline checkpoint (``results/{dataset}/{exp}/seed{seed}/model.pt``) in eval mode.
+
+    Raises :class:`TranscriptionError` with one clear line for a missing, empty or unreadable file.
+    """
+    p = Path(path)
+    _check_model_file(p, "model.pt")
+    from slotmpe.models import load_checkpoint
+
+    try:
+        model, meta = load_checkpoint(p, map_location="cpu")
+    except Exception as exc:  # torch raises many types for corrupt/foreign files
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TranscriptionError(f"{p}: cannot load model ({msg})") from exc
+    model.eval()
+    model.to(device)
+    return model, dict(meta or {})
+
+
+class TorchRunner:
+    """A torch model run by :func:`slotmpe.inference.predict` on the fast-HCQT of the CQT."""
+
+    def __init__(self, model: Any, meta: Mapping[str, Any], device: str = "cpu") -> None:
+        self.model = model
+        self.device = device
+        self.experiment = experiment_of(model, meta)
+        self.uses_slots = bool(getattr(self.experiment, "uses_slots", True))
+        self.activity_trained = activity_is_trained(self.experiment)
+
+    def predict(self, cqt: np.ndarray, max_frames: int | None) -> dict[str, np.ndarray]:
+        from slotmpe.cqt import hcqt_np
+        from slotmpe.inference import predict
+
+        probs = predict(self.model, hcqt_np(cqt), device=self.device, max_frames=max_frames)
+        return {k: np.asarray(v) for k, v in probs.items()}
+
+
+class OnnxRunner:
+    """An exported model (:class:`slotmpe.transcribe.onnx_runner.OnnxModel`) as a :class:`Runner`."""
+
+    def __init__(self, model: Any) -> None:
+        from slotmpe.experiments import get_experiment
+
+        self.model = model
+        name = model.experiment
+        try:
+            self.experiment = get_experiment(name) if isinstance(name, str) else None
+        except KeyError:
+            self.experiment = None
+        self.uses_slots = model.uses_slots
+        self.activity_trained = bool(model.info.get("activity_trained", True))
+
+    def predict(self, cqt: np.ndarray, max_frames: int | None) -> dict[str, np.ndarray]:
+        return self.model.predict(cqt, max_frames)
+
+
+def load_model(path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None
+               ) -> tuple[Any, dict[str, Any]]:
+    """``(model, meta)`` for a ``.pt`` checkpoint (a torch module) or an ``.onnx`` export (an
+    :class:`~slotmpe.transcribe.onnx_runner.OnnxModel`, CPU only; ``meta`` is its metadata).
+
+    Raises :class:`TranscriptionError` with one line for a missing, empty or unreadable file.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        _check_model_file(p, ".onnx")
+        if device not in ("cpu", "auto"):
+            raise TranscriptionError(f"{p}: ONNX models run on the CPU only (got device {device})")
+        from slotmpe.transcribe.onnx_runner import OnnxModel
+
+        model = OnnxModel(p, threads=threads)
+        return model, {"experiment": model.experiment, **model.info}
+    return load_torch_model(p, device)
+
+
+def as_runner(model: Any, meta: Mapping[str, Any], device: str = "cpu") -> Runner:
+    """The :class:`Runner` of what :func:`load_model` returned (runners pass through)."""
+    if hasattr(model, "activity_trained") and hasattr(model, "predict"):
+        return model  # type: ignore[no-any-return]
+    from slotmpe.transcribe.onnx_runner import OnnxModel
+
+    if isinstance(model, OnnxModel):
+        return OnnxRunner(model)
+    return TorchRunner(model, meta, device)

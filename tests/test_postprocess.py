@@ -132,3 +132,18 @@ def test_silence_inactive() -> None:
         PP.suppress_duplicates(p, steps=("active",))
     with pytest.raises(ValueError, match="activity must be"):
         PP.silence_inactive(p, act[:2])
+
+
+def test_transcribe_applies_the_checkpoint_postprocessing() -> None:
+    from slotmpe.transcribe.notes import postprocess_probs
+
+    p = _probs()
+    probs = {"mix": p.max(0), "slots": p, "activity": np.array([0.9, 0.7, 0.8])}
+    assert PP.steps_for_checkpoint({"experiment": "4a"}) == ("exclusive",)
+    assert PP.steps_for_checkpoint({"extra": {"exp": "4a"}}) == ("exclusive",)
+    assert PP.steps_for_checkpoint({"experiment": "2b"}) == ()
+    assert PP.steps_for_checkpoint({"experiment": "not-ours"}) == ()
+    assert PP.steps_for_checkpoint(None) == ()
+    out = postprocess_probs(probs, {"experiment": "4a"})
+    np.testing.assert_array_equal(out["slots"], PP.exclusive_cells(p))
+    assert postprocess_probs(probs, {"experiment": "2b"}) is probs

@@ -34,8 +34,9 @@ Duplicate rate (reported beside stem F1)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -216,6 +217,21 @@ def postprocess_prediction(pred: dict[str, np.ndarray], steps: Sequence[str]) ->
     if act is not None:
         out["activity"] = act
     return out
+
+
+def steps_for_checkpoint(meta: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The post-processing steps of the experiment a checkpoint's metadata names.
+
+    ``meta`` as :func:`slotmpe.models.load_checkpoint` returns it (``experiment`` or
+    ``extra["exp"]``); ``()`` when it names no known experiment (e.g. a foreign model).
+    """
+    from slotmpe.experiments import ALL_EXPERIMENTS
+
+    meta = meta or {}
+    extra = meta.get("extra") if isinstance(meta.get("extra"), Mapping) else {}
+    name = meta.get("experiment") or extra.get("exp")
+    exp = ALL_EXPERIMENTS.get(str(name)) if name is not None else None
+    return exp.postprocess if exp is not None else ()
 
 
 def duplicate_counts(slot_probs: np.ndarray, threshold: float) -> tuple[int, int]:

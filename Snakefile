@@ -18,6 +18,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/generalisation.smk"
 include: "workflow/rules/report_pages.smk"
+include: "workflow/rules/extensions.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -255,7 +255,7 @@ def run_info() -> int:
     """Print package, Python, torch and device information and the signal constants; returns 0."""
     import torch
 
-    from slotmpe.experiments import EXPERIMENTS
+    from slotmpe.experiments import ALL_EXPERIMENTS
 
     lines = [
         f"slotmpe {slotmpe.__version__} ({Path(slotmpe.__file__).parent})",
@@ -278,7 +278,7 @@ def run_info() -> int:
         f"families: {', '.join(C.FAMILIES)}",
         "experiments:",
     ]
-    lines += [f"  {e.name}  {e.description}" for e in EXPERIMENTS.values()]
+    lines += [f"  {e.name}  {e.description}" for e in ALL_EXPERIMENTS.values()]
     print("\n".join(lines))
     return 0
 

@@ -114,3 +114,27 @@ def table3_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         if ds not in known:
             raise ConfigError(f"table3_rows names dataset {ds!r} (exp {exp}) not in datasets: {sorted(known)}")
     return rows
+
+
+def table3_ext_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The configured extension rows (``table3_ext_rows``) as ``(exp, dataset)`` pairs.
+
+    Checked like :func:`table3_rows`; each experiment must be an extension (one with a ``base``).
+    Empty when the key is absent.
+    """
+    from slotmpe.experiments import get_experiment
+
+    rows = [(str(r[0]), str(r[1])) for r in config.get("table3_ext_rows", None) or []]
+    known = set(config.get("datasets", {}))
+    for exp, ds in rows:
+        if ds not in known:
+            raise ConfigError(
+                f"table3_ext_rows names dataset {ds!r} (exp {exp}) not in datasets: {sorted(known)}"
+            )
+        try:
+            e = get_experiment(exp)
+        except KeyError as err:
+            raise ConfigError(f"table3_ext_rows: {err.args[0]}") from None
+        if e.base is None:
+            raise ConfigError(f"table3_ext_rows: {exp} is not an extension experiment (no base)")
+    return rows

@@ -15,7 +15,10 @@ apply: slot metrics for 1a or when no test file has an active target; ``timbre_c
 timbre head or without any known source embedding (e.g. a dataset without stems);
 ``poly_*`` without a polyphony head (and ``poly_stem_acc`` outside the stem task). Plus ``exp``,
 ``dataset``, ``seed``, ``split``, ``n_files``, ``n_frames``, ``n_matched_pairs``, ``n_cos_pairs``
-and the thresholds used.
+and the thresholds used. Slot experiments also get ``dup_rate`` and ``dup_rate_target`` (percent,
+defined in :mod:`slotmpe.postprocess`). Slot outputs are post-processed as the experiment says
+(:attr:`~slotmpe.experiments.Experiment.postprocess`) before thresholds are tuned and before every
+metric.
 
 ``per_file.csv`` (beside ``metrics.json``): per test file and output (``mix``, ``slot``) the cell
 counts ``tp, fp, fn`` at the tuned thresholds (see :func:`per_file_counts`), so that
@@ -36,7 +39,8 @@ import torch
 from slotmpe import metrics as M
 from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
-from slotmpe.inference import DEFAULT_MAX_FRAMES, predict
+from slotmpe.inference import DEFAULT_MAX_FRAMES, inference_frames, predict
+from slotmpe.postprocess import DuplicateCounter, postprocess_prediction, target_duplicate_counts
 from slotmpe.stats import PER_FILE_NAME
 from slotmpe.utils import atomic_path, get_logger, resolve_device
 
@@ -140,6 +144,8 @@ class SplitResults:
     n_frames: int = 0
     n_matched: int = 0
     n_target_cells: int = 0  # active cells of present slot targets
+    dups: DuplicateCounter = field(default_factory=DuplicateCounter)  # slot cells claimed twice
+    target_dups: list[int] = field(default_factory=lambda: [0, 0])  # target cells: >= 1, >= 2
     files: list[str] = field(default_factory=list)  # piece id of each file, in order
     file_frames: list[int] = field(default_factory=list)  # frames of each file
     slot_files: list[int] = field(default_factory=list)  # file index of each ``slots`` entry
@@ -173,7 +179,9 @@ def collect(
     res = SplitResults()
     for i in tqdm(range(len(dataset)), desc=f"{exp.name} files", unit="file", disable=not progress):
         item = dataset[i]
-        pred = predict(model, item["x"], device=device, max_frames=max_frames)
+        pred = predict(model, item["x"], device=device,
+                       max_frames=inference_frames(exp, max_frames))
+        pred = postprocess_prediction(pred, exp.postprocess)
         mix_t = _np(item["mix"]) > 0.5  # (72, T)
         res.mix.add(mix_t, pred["mix"])
         res.files.append(str(item.get("piece_id", i)))
@@ -198,6 +206,9 @@ def collect(
         if present is not None:
             active &= present
         res.n_target_cells += int(targets[active].sum())
+        res.dups.add(pred["slots"])
+        for j, v in enumerate(target_duplicate_counts(targets, active)):
+            res.target_dups[j] += v
         if exp.timbre_head and "timbre" in pred and "source_emb" in item:
             res.cosines.append(M.matched_cosines(pred["timbre"], _np(item["source_emb"]), assign))
         if exp.poly_head and exp.target_kind == "source" and "source_poly" in item:
@@ -332,12 +343,14 @@ def evaluate_model(
         "std_ap": _pct(res.mix.ap()),
         "std_f1": _pct(mix_prf["f1"]), "std_p": _pct(mix_prf["p"]), "std_r": _pct(mix_prf["r"]),
         "slot_ap": None, "slot_f1": None, "slot_p": None, "slot_r": None,
+        "dup_rate": None, "dup_rate_target": None,
         "timbre_cos": None, "poly_std_acc": None, "poly_stem_acc": None,
     }
     if exp.uses_slots and res.n_target_cells > 0:
         sp = res.slots.prf(t_slot)
         out.update(slot_ap=_pct(res.slots.ap()), slot_f1=_pct(sp["f1"]), slot_p=_pct(sp["p"]),
-                   slot_r=_pct(sp["r"]))
+                   slot_r=_pct(sp["r"]), dup_rate=_pct(res.dups.rate(t_slot)),
+                   dup_rate_target=_pct(M.safe_ratio(res.target_dups[1], res.target_dups[0])))
     elif exp.uses_slots:
         log.warning("%s: no active slot target in the %s files; slot metrics are null",
                     exp.name, split)

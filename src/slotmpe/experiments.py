@@ -18,10 +18,34 @@ exp    task      slots  matching   timbre  FiLM  poly head  poly mix  poly slot
 
 In 1a the slot head is present (it counts towards Table I's parameters) but unused: no slot output
 enters any loss. In 3a the polyphony head is present but receives no loss.
+
+Extension experiments (``4a``, ``4b``, ...; :data:`EXTENSIONS`) are rows of the same table: each is
+built from one named ``base`` configuration by changing exactly one thing (see
+:func:`extend`), e.g. a training loss term (``overlap_loss``) or an inference-time
+post-processing step (``postprocess``, applied by :mod:`slotmpe.postprocess`). Their defaults are
+the paper's behaviour, so 1a-3c are unchanged. :data:`EXPERIMENTS` holds the paper's eight (Table
+I); :func:`get_experiment` knows every row.
+
+=====  ====  =====================================================================
+exp    base  the one change
+=====  ====  =====================================================================
+4a     2b    post-processing ``exclusive``: each cell keeps only its most probable slot
+4b     2b    post-processing ``merge``: slots with coinciding maps and timbre merged
+4c     2b    ``overlap_loss``: pairwise slot-overlap loss term ``overlap`` in training
+4d     4c    post-processing ``exclusive`` on the 4c model
+4e     2b    post-processing ``active``: slots with activity < 0.5 silenced
+4f     2b    ``timbre_mask``: slot timbre cosine added to the mask logits (models.extensions)
+4g     2b    ``infer_frames`` = 64: inference in overlapping 64-frame chunks (slot order aligned)
+=====  ====  =====================================================================
+
+Rows that differ from their base only at inference (4a, 4b, 4d, 4e, 4g) are ``derived_from`` the
+run whose weights they use (2b or 4c; :func:`training_experiment`) and are built by
+:mod:`slotmpe.derive`; training them again would reproduce its weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,7 +62,11 @@ LOSS_TERMS: tuple[str, ...] = (
     "timbre",  # cosine distance of matched slot embedding vs source embedding
     "poly_mix",  # mixture polyphony cross-entropy over 8 classes
     "poly_slot",  # slot polyphony Smooth L1 (sum over pitch of matched slot probs vs count)
+    "overlap",  # extension: pairwise overlap of slot probability maps (duplicate suppression)
 )
+
+# Inference-time post-processing steps an experiment may name (slotmpe.postprocess), in order.
+POSTPROCESS_STEPS: tuple[str, ...] = ("active", "merge", "exclusive")
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,20 @@ class Experiment:
     paper_params: int = 0
     derived_from: str | None = None
     description: str = field(default="", compare=False)
+    # extension fields (defaults = the paper's configurations)
+    base: str | None = None
+    overlap_loss: bool = False
+    timbre_mask: bool = False
+    infer_frames: int | None = None
+    postprocess: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.postprocess if s not in POSTPROCESS_STEPS]
+        if bad:
+            raise ValueError(
+                f"experiment {self.name}: unknown postprocess step(s) {bad}; "
+                f"known: {', '.join(POSTPROCESS_STEPS)}"
+            )
 
     @property
     def uses_slots(self) -> bool:
@@ -99,6 +141,72 @@ EXPERIMENTS: dict[str, Experiment] = {
     )
 }
 
+# Fields of an Experiment that only change inference (a model trained for the base serves as is).
+INFERENCE_FIELDS: frozenset[str] = frozenset({"postprocess", "infer_frames"})
+# Fields that describe a row rather than configure it.
+_META_FIELDS: frozenset[str] = frozenset(
+    {"name", "base", "description", "paper_params", "derived_from"}
+)
+
+
+def extend(base: Experiment, name: str, description: str, **change: object) -> Experiment:
+    """Extension experiment ``name``: ``base`` with exactly one field changed (``change``).
+
+    An inference-only change (:data:`INFERENCE_FIELDS`) makes the row ``derived_from`` the run its
+    base's weights come from (the workflow then builds it with :mod:`slotmpe.derive` instead of
+    training it again); any other change trains its own model. ``ValueError`` when ``change`` does not name exactly one configuration field or leaves it as it
+    was (an extension is one change on top of one named base).
+    """
+    if len(change) != 1:
+        raise ValueError(f"extension {name}: exactly one change on top of {base.name}, got {change}")
+    (key, value), = change.items()
+    if key in _META_FIELDS or key not in Experiment.__dataclass_fields__:
+        raise ValueError(f"extension {name}: {key!r} is not a configuration field of Experiment")
+    if getattr(base, key) == value:
+        raise ValueError(f"extension {name}: {key}={value!r} is what {base.name} already has")
+    derived = (base.derived_from or base.name) if key in INFERENCE_FIELDS else None
+    return dataclasses.replace(base, name=name, base=base.name, description=description,
+                               derived_from=derived, **change)
+
+
+def _extensions() -> dict[str, Experiment]:
+    e2b = EXPERIMENTS["2b"]
+    exts = [
+        extend(e2b, "4a", "2b + exclusive cells: each (pitch, frame) keeps only its most probable "
+               "slot at inference", postprocess=("exclusive",)),
+        extend(e2b, "4b", "2b + merge duplicate slots (pitch maps and timbre coincide) at "
+               "inference", postprocess=("merge",)),
+        extend(e2b, "4c", "2b + pairwise slot-overlap loss in training", overlap_loss=True),
+        extend(e2b, "4f", "2b + slot timbre cosine in the mask competition (timbre-coupled slot "
+               "identity)", timbre_mask=True),
+        extend(e2b, "4g", "2b + windowed inference: 64-frame chunks (training windows are 23) "
+               "with slot order aligned between chunks, instead of one pass over the whole file",
+               infer_frames=64),
+        extend(e2b, "4e", "2b + slots with activity < 0.5 silenced at inference (as transcribe "
+               "drops them)", postprocess=("active",)),
+    ]
+    by_name = {e.name: e for e in exts}
+    exts.append(extend(by_name["4c"], "4d", "4c + exclusive cells at inference",
+                       postprocess=("exclusive",)))
+    return {e.name: e for e in sorted(exts, key=lambda e: e.name)}
+
+
+# Extension rows (issue 18): one change each on top of a named base.
+EXTENSIONS: dict[str, Experiment] = _extensions()
+# Every row of the experiment table (the paper's eight, then the extensions).
+ALL_EXPERIMENTS: dict[str, Experiment] = {**EXPERIMENTS, **EXTENSIONS}
+
+
+def training_experiment(exp: Experiment | str) -> str:
+    """Name of the experiment whose trained run ``exp`` uses: ``derived_from`` or its own name.
+
+    4a (2b + post-processing) -> "2b", 4d (4c + post-processing) -> "4c", 3a -> "2b" (see
+    :mod:`slotmpe.derive`); a row that changes training -> its own name.
+    """
+    e = exp if isinstance(exp, Experiment) else get_experiment(exp)
+    return e.derived_from or e.name
+
+
 # Base weights per loss term, shared by every experiment that has the term ("consistent within a
 # group"). Overridable from config.yaml (train.loss_weights).
 BASE_LOSS_WEIGHTS: dict[str, float] = {
@@ -111,16 +219,17 @@ BASE_LOSS_WEIGHTS: dict[str, float] = {
     "timbre": 0.5,
     "poly_mix": 0.2,
     "poly_slot": 0.05,
+    "overlap": 1.0,
 }
 
 
 def get_experiment(name: str) -> Experiment:
     """The experiment called ``name``; ``KeyError`` listing the valid names otherwise."""
     try:
-        return EXPERIMENTS[str(name)]
+        return ALL_EXPERIMENTS[str(name)]
     except KeyError:
         raise KeyError(
-            f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}"
+            f"unknown experiment {name!r}; valid experiments: {', '.join(ALL_EXPERIMENTS)}"
         ) from None
 
 
@@ -137,6 +246,8 @@ def active_loss_terms(exp: Experiment) -> tuple[str, ...]:
         on.add("poly_mix")
     if exp.poly_slot_loss:
         on.add("poly_slot")
+    if exp.overlap_loss:
+        on.add("overlap")
     return tuple(t for t in LOSS_TERMS if t in on)
 
 

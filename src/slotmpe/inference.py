@@ -32,10 +32,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from slotmpe.experiments import Experiment
 from slotmpe.stitching import DEFAULT_MAX_FRAMES, chunk_bounds, stitch
 from slotmpe.utils import resolve_device
 
-__all__ = ["DEFAULT_MAX_FRAMES", "chunk_bounds", "predict"]
+__all__ = ["DEFAULT_MAX_FRAMES", "chunk_bounds", "inference_frames", "predict"]
+
+
+def inference_frames(exp: Experiment, max_frames: int | None) -> int | None:
+    """Chunk length for experiment ``exp``: its ``infer_frames`` (extension 4g, windowed
+    inference) when set and shorter than ``max_frames``, else ``max_frames``."""
+    if exp.infer_frames is None:
+        return max_frames
+    return exp.infer_frames if max_frames is None else min(exp.infer_frames, max_frames)
 
 
 def _forward_probs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:

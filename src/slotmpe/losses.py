@@ -13,6 +13,8 @@ Every pitch-map term is a binary cross-entropy. The terms (names as in
 ``poly_mix``    mixture polyphony cross-entropy over classes 0..7.
 ``poly_slot``   Smooth L1 between the per-frame sum over pitch of a matched slot's probabilities and
                 the source's (unclipped) polyphony.
+``overlap``     extension (issue 18): pairwise overlap ``sum_{j<k} p_j p_k`` of the slot
+                probabilities in every cell, mean over cells (duplicate suppression).
 
 Reductions: each term is a mean over the elements it covers in the whole batch (e.g. ``slot`` is
 the mean BCE over all matched (slot, pitch, frame) cells of the batch, ``inactive`` over all
@@ -181,6 +183,18 @@ def poly_slot_loss(
     return F.smooth_l1_loss(mass, source_poly[b, t].to(mass.dtype))
 
 
+def overlap_loss(slot_logits: torch.Tensor) -> torch.Tensor:
+    """Pairwise slot overlap ``sum_{j<k} p_j p_k`` per (pitch, frame) cell, mean over cells.
+
+    ``p = sigmoid(slot_logits)`` ``(B, K, P, T)``; the pair sum is ``((sum_k p_k)^2 -
+    sum_k p_k^2) / 2``. 0 when at most one slot is on in every cell; penalises two slots claiming
+    the same note (a real unison of two sources pays it too). Scalar.
+    """
+    p = torch.sigmoid(slot_logits.float())
+    s = p.sum(dim=1)
+    return ((s * s - (p * p).sum(dim=1)) * 0.5).mean()
+
+
 def slot_targets(
     exp: Experiment, batch: Mapping[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -296,6 +310,8 @@ def compute_losses(
             return poly_mix_loss(outputs["poly_logits"], batch["poly"])
         if name == "poly_slot":
             return poly_slot_loss(outputs["slot_logits"], batch["source_poly"], matches)
+        if name == "overlap":
+            return overlap_loss(outputs["slot_logits"])
         raise KeyError(name)
 
     out: dict[str, torch.Tensor] = {}

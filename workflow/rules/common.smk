@@ -6,9 +6,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from slotmpe.config import apply_profile, table3_rows
+from slotmpe.config import apply_profile, table3_ext_rows, table3_rows
 from slotmpe.download import source_json
-from slotmpe.experiments import EXPERIMENTS, get_experiment
+from slotmpe.experiments import ALL_EXPERIMENTS, get_experiment
 
 # Apply the profile overlay, then re-apply the command-line --config on top so it always wins.
 _resolved = apply_profile(config, workflow.config_settings.overwrite_config)
@@ -20,10 +20,11 @@ validate(config, "../schemas/config.schema.yaml")
 DATASETS = sorted(config["datasets"])
 REAL_TYPES = {"urmp", "mshoxxdb", "musicnet", "slakh"}
 TABLE3_ROWS = table3_rows(config)
+TABLE3_EXT_ROWS = table3_ext_rows(config)
 SEEDS = [int(s) for s in config["seeds"]]
 # Experiments built from another experiment's trained run (slotmpe.derive) and trained ones.
-DERIVED = [e for e, x in EXPERIMENTS.items() if x.derived_from and config["derive_experiments"]]
-TRAINED = [e for e in EXPERIMENTS if e not in DERIVED]
+DERIVED = [e for e, x in ALL_EXPERIMENTS.items() if x.derived_from and config["derive_experiments"]]
+TRAINED = [e for e in ALL_EXPERIMENTS if e not in DERIVED]
 ENV = "../../envs/slotmpe.yaml"
 
 if config["fig2_dataset"] not in config["datasets"]:
@@ -59,7 +60,7 @@ def torch_threads(wildcards, threads):
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    exp="|".join(EXPERIMENTS),
+    exp="|".join(ALL_EXPERIMENTS),
     seed=r"\d+",
 
 
@@ -114,4 +115,16 @@ def table3_per_file(wildcards):
         f"results/{ds}/{exp}/seed{seed}/per_file.csv"
         for exp, ds in TABLE3_ROWS
         for seed in SEEDS
+    ]
+
+
+def table3_ext_runs(wildcards):
+    """metrics.json and per_file.csv of every extension row and of its base, for every seed."""
+    from slotmpe.report_ext import ext_rows_with_bases
+
+    return [
+        f"results/{ds}/{exp}/seed{seed}/{name}"
+        for exp, ds in ext_rows_with_bases(TABLE3_EXT_ROWS)
+        for seed in SEEDS
+        for name in ("metrics.json", "per_file.csv")
     ]

@@ -1,5 +1,6 @@
-# Slot-model training: one job per (dataset, experiment, seed); derived experiments (3a) are built
-# from their base run without training (slotmpe.derive).
+# Slot-model training: one job per (dataset, experiment, seed); derived experiments (3a, and
+# inference-only extensions such as 4a) are built from their base run without training
+# (slotmpe.derive).
 
 
 rule train_model:

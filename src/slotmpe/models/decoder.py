@@ -96,22 +96,31 @@ class MaskDecoder(nn.Module):
         """Slot activity logits: ``slots`` ``(B, K, d)`` -> ``(B, K)``."""
         return self.activity(slots).squeeze(-1)
 
-    def masks(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def masks(
+        self, tokens: torch.Tensor, slots: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Soft masks normalised over slots (feature projection folded onto the slots).
 
-        ``tokens`` ``(B, 72, t, d)``, ``slots`` ``(B, K, d)`` -> masks ``(B, K, 72, t)``.
+        ``tokens`` ``(B, 72, t, d)``, ``slots`` ``(B, K, d)`` -> masks ``(B, K, 72, t)``;
+        ``bias`` ``(B, K, 72, t)`` (optional, extension 4f) is added to the logits before the
+        softmax.
         """
         b, p, t, d = tokens.shape
         ps = self.slot_proj(slots) * self.scale  # (B, K, m)
         u = torch.matmul(ps, self.feat_proj.weight)  # (B, K, d): W_f^T p_k
         c = torch.matmul(ps, self.feat_proj.bias).unsqueeze(-1)  # (B, K, 1): b_f . p_k
         sim = torch.matmul(u, tokens.reshape(b, p * t, d).transpose(1, 2)) + c  # (B, K, 72 t)
+        if bias is not None:
+            sim = sim + bias.reshape(sim.shape)
         return torch.softmax(sim, dim=1).view(b, -1, p, t)
 
-    def masks_reference(self, tokens: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def masks_reference(
+        self, tokens: torch.Tensor, slots: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Literal :meth:`masks` (projects every token); used by tests."""
         sim = torch.einsum("bptc,bkc->bkpt", self.feat_proj(tokens), self.slot_proj(slots))
-        return torch.softmax(sim * self.scale, dim=1)
+        sim = sim * self.scale
+        return torch.softmax(sim if bias is None else sim + bias, dim=1)
 
     def forward(
         self,
@@ -119,6 +128,7 @@ class MaskDecoder(nn.Module):
         slots: torch.Tensor,
         gate: torch.Tensor,
         film: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode every slot.
 
@@ -128,6 +138,7 @@ class MaskDecoder(nn.Module):
             gate: activity probabilities ``(B, K)`` in ``[0, 1]``.
             film: optional ``(gamma, beta)``, each ``(B, K, d)``; the masked map becomes
                 ``(1 + gamma) * F_k + beta``.
+            mask_bias: optional ``(B, K, 72, t)`` added to the mask logits (extension 4f).
 
         Returns:
             ``(masks, z)``: masks ``(B, K, 72, t)`` (ungated, sum to 1 over K) and decoder logits
@@ -135,7 +146,7 @@ class MaskDecoder(nn.Module):
         """
         b, p, t, d = tokens.shape
         k = slots.shape[1]
-        m = self.masks(tokens, slots)
+        m = self.masks(tokens, slots, mask_bias)
         fmap = tokens.reshape(b, p * t, d).transpose(1, 2)  # (B, d, 72 t), a view (no copy)
         first = self.conv[0]
         w = first.weight[:, :, 0, 0]  # (c, d)
@@ -162,12 +173,13 @@ class MaskDecoder(nn.Module):
         slots: torch.Tensor,
         gate: torch.Tensor,
         film: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Literal (memory-hungry) version of :meth:`forward`: builds the masked, FiLM-modulated
         map ``(B, K, d, 72, t)`` and runs the whole conv decoder on it. Used by tests."""
         b, p, t, d = tokens.shape
         k = slots.shape[1]
-        m = self.masks_reference(tokens, slots)
+        m = self.masks_reference(tokens, slots, mask_bias)
         fmap = tokens.permute(0, 3, 1, 2)  # (B, d, 72, t)
         masked = (m * gate[:, :, None, None]).unsqueeze(2) * fmap.unsqueeze(1)  # (B, K, d, 72, t)
         if film is not None:

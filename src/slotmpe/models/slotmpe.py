@@ -35,6 +35,7 @@ from torch import nn
 from slotmpe.constants import EMBED_DIM, N_PITCHES, SLOT_DIM
 from slotmpe.experiments import Experiment, get_experiment
 from slotmpe.models.decoder import MaskDecoder, gated_slot_logits
+from slotmpe.models.extensions import TimbreMaskBias
 from slotmpe.models.heads import FiLM, PolyphonyHead, TimbreHead
 from slotmpe.models.slot_attention import SlotAttention
 from slotmpe.models.trunk import GlobalBranch, SlotBranch, Trunk, time_radius
@@ -145,6 +146,10 @@ class SlotMPE(nn.Module):
         if self.exp.film and not self.exp.timbre_head:
             raise ValueError(f"experiment {self.exp.name}: FiLM needs the timbre head")
         self.film = FiLM(e, d) if self.exp.film else None
+        if self.exp.timbre_mask and not self.exp.timbre_head:
+            raise ValueError(f"experiment {self.exp.name}: timbre_mask needs the timbre head")
+        # extension 4f: timbre cosine in the mask competition (absent in 1a-3c)
+        self.timbre_mask = TimbreMaskBias(d, e) if self.exp.timbre_mask else None
         self.poly_head = (
             PolyphonyHead(c, int(w["poly_channels"]), int(w["poly_hidden"]))
             if self.exp.poly_head
@@ -178,12 +183,19 @@ class SlotMPE(nn.Module):
         gate: torch.Tensor,
         film: tuple[torch.Tensor, torch.Tensor] | None,
         tokens: torch.Tensor | None = None,
+        timbre: torch.Tensor | None = None,
     ) -> TensorTuple:
         """Masks and decoder logits ``(B, K, 72, t)`` each for a slot-branch map ``feat``
-        ``(B, Cs, 72, t)`` (``tokens``: its precomputed token map ``(B, 72, t, d)``)."""
+        ``(B, Cs, 72, t)`` (``tokens``: its precomputed token map ``(B, 72, t, d)``; ``timbre``
+        ``(B, K, E)``: slot embeddings for the timbre mask bias of extension 4f)."""
         if tokens is None:
             tokens = self.slot_attention.tokens(feat)  # (B, 72, t, d)
-        return self.decoder(tokens, slots, gate, film)
+        bias = None
+        if self.timbre_mask is not None and timbre is not None:
+            bias = self.timbre_mask(tokens, timbre)
+        if bias is None:
+            return self.decoder(tokens, slots, gate, film)
+        return self.decoder(tokens, slots, gate, film, bias)
 
     def _chunked(self, t: int) -> bool:
         return (not self.training) and t > self.chunk_frames
@@ -235,6 +247,7 @@ class SlotMPE(nn.Module):
             gate = activity_override.to(act).clamp(0.0, 1.0)
             gate_logits = torch.log(gate) - torch.log1p(-gate)
         film = None
+        timbre = None
         if self.timbre_head is not None:
             timbre = self.timbre_head(slots)
             out["timbre"] = timbre
@@ -242,12 +255,12 @@ class SlotMPE(nn.Module):
                 film = self.film(timbre)
 
         def dec(f: torch.Tensor) -> TensorTuple:
-            return self._decode(f, slots, gate, film)
+            return self._decode(f, slots, gate, film, timbre=timbre)
 
         if self._chunked(t):
             masks, z = run_time_chunked(dec, feat, self.chunk_frames, self._dec_halo)
         else:
-            masks, z = self._decode(feat, slots, gate, film, tokens)
+            masks, z = self._decode(feat, slots, gate, film, tokens, timbre)
         slot_logits = gated_slot_logits(z, gate_logits)  # type: ignore[arg-type]
         # Eq. 2 in log space: log(1 - p_k) = logsigmoid(-logit_k)
         log_none = torch.nn.functional.logsigmoid(-slot_logits).sum(1)  # (B, 72, T), <= 0

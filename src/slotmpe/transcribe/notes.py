@@ -208,11 +208,14 @@ def postprocess_probs(probs: dict[str, np.ndarray], meta: Mapping[str, Any] | No
     """The single post-processing step between model probabilities and note creation.
 
     ``probs`` holds ``mix`` ``(72, T)`` and, for slot models, ``slots`` ``(K, 72, T)``,
-    ``activity`` ``(K,)`` (and ``timbre``/``poly``). Returns the dict to create notes from
-    (currently unchanged). This is where slot post-processing (e.g. duplicate suppression) plugs
-    in, for the torch, ONNX and streaming paths alike.
+    ``activity`` ``(K,)`` (and ``timbre``/``poly``). Returns the dict to create notes from: the
+    slot post-processing of the checkpoint's experiment (:attr:`Experiment.postprocess`, e.g.
+    4a's ``exclusive``; :func:`slotmpe.postprocess.postprocess_prediction`, the code evaluation
+    uses), for the torch, ONNX and streaming paths alike; unchanged for the paper's experiments.
     """
-    return probs
+    from slotmpe.postprocess import postprocess_prediction, steps_for_checkpoint
+
+    return postprocess_prediction(probs, steps_for_checkpoint(meta))
 
 
 def clip_notes(notes: list[Note], duration_s: float) -> list[Note]:

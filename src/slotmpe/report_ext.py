@@ -1,0 +1,173 @@
+"""``results/table3_ext.{csv,md}``: extension experiments against their bases (issue 18).
+
+One row per configured ``(exp, dataset)`` of ``table3_ext_rows`` (an extension, e.g. ``4a``, whose
+``base`` is named in :data:`slotmpe.experiments.EXTENSIONS`). Columns:
+
+``exp, base, dataset, change``
+    the row, its base experiment and the description of the one change.
+``n_seeds``, ``slot_f1, slot_p, slot_r, slot_ap, std_f1, dup_rate, dup_rate_target`` (+ ``_std``)
+    Table III metrics of the extension, mean (and sample std over seeds) of its ``metrics.json``
+    files; ``dup_rate`` is the share of claimed slot cells claimed by two or more slots and
+    ``dup_rate_target`` the share of unison cells in the targets (:mod:`slotmpe.postprocess`).
+``base_slot_f1, base_dup_rate``
+    the same means for the base on the same dataset.
+``effect, ci_low, ci_high, n_files``
+    stem F1 of the extension minus that of its base, in points, on the seeds both have, with the
+    paired file bootstrap 95 % CI of :func:`slotmpe.stats.paired_effect` on their
+    ``per_file.csv`` (the same statistic as ``results/findings.*``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from slotmpe.experiments import get_experiment
+from slotmpe.utils import atomic_path, get_logger
+
+log = get_logger(__name__)
+
+EXT_METRICS: tuple[str, ...] = (
+    "slot_f1", "slot_p", "slot_r", "slot_ap", "std_f1", "dup_rate", "dup_rate_target",
+)
+TITLES: dict[str, str] = {
+    "exp": "Exp", "base": "Base", "dataset": "Dataset", "change": "Change", "n_seeds": "Seeds",
+    "slot_f1": "Slot F1", "slot_p": "Slot P", "slot_r": "Slot R", "slot_ap": "Slot AP",
+    "std_f1": "Std F1", "dup_rate": "Dup %", "dup_rate_target": "Unison % (targets)",
+    "base_slot_f1": "Base slot F1", "base_dup_rate": "Base dup %",
+    "effect": "Effect (pts)", "ci": "95 % CI", "n_files": "Files",
+}
+
+
+class ExtTableError(RuntimeError):
+    """The extension table cannot be built (missing or inconsistent inputs)."""
+
+
+def ext_rows_with_bases(rows: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The configured rows plus the ``(base, dataset)`` runs they are compared with (no repeats).
+
+    ``ValueError`` for a row whose experiment has no base (not an extension).
+    """
+    out: list[tuple[str, str]] = []
+    for exp, ds in rows:
+        e = get_experiment(exp)
+        if e.base is None:
+            raise ValueError(f"table3_ext_rows: {exp} is not an extension experiment (no base)")
+        for r in ((e.name, ds), (e.base, ds)):
+            if r not in out:
+                out.append(r)
+    return out
+
+
+def _runs(metrics_paths: Iterable[Path]) -> dict[tuple[str, str], dict[int, Path]]:
+    """``(exp, dataset) -> {seed: metrics.json path}`` from the files' contents."""
+    runs: dict[tuple[str, str], dict[int, Path]] = {}
+    for p in metrics_paths:
+        p = Path(p)
+        try:
+            m = json.loads(p.read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as e:
+            raise ExtTableError(f"cannot read metrics file {p}: {e}") from None
+        key = (str(m.get("exp")), str(m.get("dataset")))
+        seed = int(m.get("seed", 0))
+        if seed in runs.setdefault(key, {}):
+            raise ExtTableError(f"two metrics files for {key} seed {seed} (second: {p})")
+        runs[key][seed] = p
+    return runs
+
+
+def _mean_std(paths: Iterable[Path], key: str) -> tuple[float | None, float | None]:
+    from slotmpe.stats import mean_std
+
+    return mean_std([json.loads(Path(p).read_text()).get(key) for p in paths])
+
+
+def build_table3_ext(
+    metrics_paths: Iterable[Path], rows: Sequence[tuple[str, str]], n_resamples: int = 2000
+) -> pd.DataFrame:
+    """The extension table as a frame (module docstring).
+
+    ``metrics_paths``: ``metrics.json`` of every seed of every row and of its base, each with its
+    ``per_file.csv`` beside it. ``ExtTableError`` when a row or its base has no run.
+    """
+    from slotmpe.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+
+    runs = _runs(metrics_paths)
+    recs = []
+    for exp, ds in rows:
+        e = get_experiment(exp)
+        if e.base is None:
+            raise ExtTableError(f"{exp} is not an extension experiment (no base)")
+        mine, base = runs.get((e.name, ds)), runs.get((e.base, ds))
+        if not mine or not base:
+            missing = [f"{x}/{ds}" for x, r in ((e.name, mine), (e.base, base)) if not r]
+            raise ExtTableError(f"table3_ext: no metrics for {', '.join(missing)}")
+        rec: dict[str, object] = {"exp": e.name, "base": e.base, "dataset": ds,
+                                  "change": e.description, "n_seeds": len(mine)}
+        for m in EXT_METRICS:
+            rec[m], rec[f"{m}_std"] = _mean_std(mine.values(), m)
+        rec["base_slot_f1"] = _mean_std(base.values(), "slot_f1")[0]
+        rec["base_dup_rate"] = _mean_std(base.values(), "dup_rate")[0]
+        seeds = sorted(set(mine) & set(base))
+        if not seeds:
+            raise ExtTableError(f"{e.name} and {e.base} on {ds} share no seed")
+        a = read_per_file_runs([mine[s].with_name(PER_FILE_NAME) for s in seeds])
+        b = read_per_file_runs([base[s].with_name(PER_FILE_NAME) for s in seeds])
+        eff = paired_effect(a, b, output="slot", n_resamples=n_resamples)
+        rec.update(effect=eff.effect, ci_low=eff.ci_low, ci_high=eff.ci_high,
+                   n_files=eff.n_files)
+        recs.append(rec)
+    cols = ["exp", "base", "dataset", "change", "n_seeds", *EXT_METRICS,
+            *(f"{m}_std" for m in EXT_METRICS), "base_slot_f1", "base_dup_rate",
+            "effect", "ci_low", "ci_high", "n_files"]
+    df = pd.DataFrame.from_records(recs, columns=cols)
+    num = [c for c in cols if c not in ("exp", "base", "dataset", "change")]
+    df[num] = df[num].apply(pd.to_numeric).round(2)
+    return df
+
+
+def _f(v: object) -> str:
+    return "–" if v is None or pd.isna(v) else f"{float(v):.2f}"
+
+
+def render_table3_ext_md(df: pd.DataFrame) -> str:
+    """Markdown of :func:`build_table3_ext`'s frame (mean ± std where there are several seeds)."""
+    head = ["exp", "base", "dataset", "n_seeds", "slot_f1", "slot_p", "slot_r", "dup_rate",
+            "dup_rate_target", "base_slot_f1", "base_dup_rate", "effect", "ci", "n_files"]
+    lines = ["| " + " | ".join(TITLES[h] for h in head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = []
+        for h in head:
+            if h in ("exp", "base", "dataset"):
+                cells.append(str(r[h]))
+            elif h in ("n_seeds", "n_files"):
+                cells.append(str(int(r[h])))
+            elif h == "ci":
+                cells.append(f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]")
+            else:
+                text = _f(r[h])
+                std = r.get(f"{h}_std")
+                if text != "–" and std is not None and not pd.isna(std):
+                    text += f" ± {_f(std)}"
+                cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "Changes (each one change on top of its base):", ""]
+    notes += [f"- **{r['exp']}** ({r['base']}): {r['change']}" for _, r in
+              df.drop_duplicates("exp").iterrows()]
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_table3_ext(
+    metrics_paths: Iterable[Path], rows: Sequence[tuple[str, str]], out_csv: Path, out_md: Path
+) -> pd.DataFrame:
+    """Build the extension table and write its CSV and Markdown (atomically)."""
+    df = build_table3_ext(list(metrics_paths), rows)
+    with atomic_path(Path(out_csv)) as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(Path(out_md)) as tmp:
+        tmp.write_text(render_table3_ext_md(df))
+    log.info("table3_ext: %d rows -> %s", len(df), out_csv)
+    return df

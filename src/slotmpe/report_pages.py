@@ -4,9 +4,8 @@ Snakemake's HTML report shows images and HTML inline and offers every other file
 only as a download, so each table that a reader should see is rendered to a small self-contained
 HTML page: :func:`markdown_page` turns the Markdown tables written by :mod:`slotmpe.report`,
 :mod:`slotmpe.generalisation` and the findings into HTML, :func:`csv_page` a CSV (Table I with its
-capacity columns). The converter handles exactly the Markdown these modules write (``#`` headings,
-paragraphs with inline ``code``/**bold**, pipe tables); no Markdown library is a dependency of the
-package, and a general one is not needed for that subset.
+capacity columns). Python-Markdown (with its ``tables``
+extension) does the conversion.
 
 :func:`plot_training_curves` draws ``train_log.csv`` (one row per epoch: ``train_<term>``,
 ``val_<term>`` for every logged loss term and ``total``, ``lr``): one panel per loss term with the
@@ -16,9 +15,9 @@ training and validation curves, so a reader sees which term converged and where 
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 
+import markdown
 import pandas as pd
 
 from slotmpe.utils import atomic_path, get_logger
@@ -38,60 +37,12 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 
-def _inline(text: str) -> str:
-    """Escape ``text`` and render inline ``code``, **bold** and *emphasis*."""
-    out = html.escape(text, quote=False)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", out)
-
-
-def _row(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
 def markdown_to_html(text: str) -> str:
-    """HTML body of the Markdown subset written by this package (headings, paragraphs, tables)."""
-    parts: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    para: list[str] = []
-
-    def flush() -> None:
-        if para:
-            parts.append(f"<p>{_inline(' '.join(para))}</p>")
-            para.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            flush()
-            i += 1
-        elif m := re.match(r"^(#{1,6})\s+(.*)$", line):
-            flush()
-            n = len(m.group(1))
-            parts.append(f"<h{n}>{_inline(m.group(2))}</h{n}>")
-            i += 1
-        elif line.lstrip().startswith("|") and i + 1 < len(lines) and re.match(
-            r"^\s*\|?\s*:?-+", lines[i + 1]
-        ):
-            flush()
-            head = _row(line)
-            rows = []
-            i += 2
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                rows.append(_row(lines[i]))
-                i += 1
-            th = "".join(f"<th>{_inline(c)}</th>" for c in head)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows
-            )
-            parts.append(f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>")
-        else:
-            para.append(line.strip())
-            i += 1
-    flush()
-    return "\n".join(parts)
+    """HTML body of a Markdown text (headings, paragraphs, inline markup, pipe tables), rendered
+    by Python-Markdown with its ``tables`` extension. Raw HTML in the text is escaped first (table
+    cells hold user data such as instrument names), so it shows as text."""
+    return markdown.markdown(html.escape(text, quote=False), extensions=["tables"],
+                             output_format="html")
 
 
 def _page(title: str, body: str) -> str:
@@ -113,7 +64,7 @@ def csv_page(csv_path: Path, out_html: Path, title: str, intro: str = "") -> Pat
     ints = {c: "{:,}".format for c in df.columns if pd.api.types.is_integer_dtype(df[c])}
     table = df.to_html(index=False, na_rep="–", border=0, formatters=ints,
                        float_format=lambda v: f"{v:,.2f}")
-    body = f"<h1>{html.escape(title)}</h1>\n" + (f"<p>{_inline(intro)}</p>\n" if intro else "")
+    body = f"<h1>{html.escape(title)}</h1>\n" + (markdown_to_html(intro) + "\n" if intro else "")
     with atomic_path(out_html) as tmp:
         tmp.write_text(_page(title, body + table), encoding="utf-8")
     return out_html

@@ -25,7 +25,9 @@ Printed per variant:
 With ``--notes`` (the piece's stem note CSVs, e.g. ``audio/<piece>/0*.csv``) the unison share of
 the reference stems is printed too (cells active in >= 2 stems / in >= 1,
 :func:`slotmpe.postprocess.target_duplicate_counts`): the duplicate rate a perfect split would
-have. Writes ``duplicates.json`` into ``--work``.
+have, and each variant's stem F1: frame F1 of its active slot note rolls against the stem rolls,
+paired by Hungarian matching (:func:`bench_stream.matched_counts`; unpaired slots are false
+positives, unpaired stems misses). Writes ``duplicates.json`` into ``--work``.
 
 Usage::
 
@@ -45,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_stream import f1, matched_counts  # benchmarks/ is on sys.path when run as a script
 
 from slotmpe.postprocess import duplicate_counts, target_duplicate_counts
 from slotmpe.targets import notes_to_roll as reference_roll
@@ -64,24 +67,28 @@ from slotmpe.utils import atomic_path, set_threads
 MIN_NOTE_SHARE = 0.5  # a slot claims a mixture note covering >= half of its frames
 
 
-def note_duplicate_share(mix_notes: Sequence[Any], slot_rolls: np.ndarray) -> tuple[int, int]:
-    """``(claimed_twice, n_notes)``: mixture notes covered on >= :data:`MIN_NOTE_SHARE` of their
-    frames (same pitch) by two or more of ``slot_rolls`` (bool ``(K, 72, T)``)."""
+def note_duplicate_share(mix_notes: Sequence[Any], slot_rolls: np.ndarray) -> tuple[int, int, int]:
+    """``(claimed_twice, claimed, n_notes)``: mixture notes covered on >= :data:`MIN_NOTE_SHARE`
+    of their frames (same pitch) by two or more / one or more of ``slot_rolls`` (bool
+    ``(K, 72, T)``)."""
     n_frames = slot_rolls.shape[-1]
-    twice = 0
+    twice = once = 0
     for n in mix_notes:
         roll = notes_to_roll([n], n_frames)  # (72, T), one note
         frames = int(roll.sum())
         if frames == 0:
             continue
         cover = (slot_rolls & roll[None]).reshape(slot_rolls.shape[0], -1).sum(axis=1)
-        twice += int((cover >= MIN_NOTE_SHARE * frames).sum() >= 2)
-    return twice, len(mix_notes)
+        n_claim = int((cover >= MIN_NOTE_SHARE * frames).sum())
+        twice += n_claim >= 2
+        once += n_claim >= 1
+    return twice, once, len(mix_notes)
 
 
 def describe(tracks: Sequence[Track], probs: dict[str, np.ndarray], options: TranscribeOptions,
-             n_frames: int) -> dict[str, Any]:
-    """Active slots, notes per slot, ``dup_rate`` and ``note_dup`` of one transcription."""
+             n_frames: int, stems: np.ndarray | None = None) -> dict[str, Any]:
+    """Active slots, notes per slot, ``dup_rate`` and ``note_dup`` of one transcription (and the
+    stem F1 against ``stems`` bool ``(S, 72, T)`` when given)."""
     slots = [t for t in tracks if t.slot != MIX]
     mix = next(t for t in tracks if t.slot == MIX)
     act = np.asarray(probs.get("activity", np.ones(probs["slots"].shape[0]))).reshape(-1)
@@ -89,23 +96,27 @@ def describe(tracks: Sequence[Track], probs: dict[str, np.ndarray], options: Tra
     claimed, dup = duplicate_counts(probs["slots"][active], options.slot_threshold)
     rolls = (np.stack([notes_to_roll(t.notes, n_frames) for t in slots]) if slots
              else np.zeros((0, 72, n_frames), dtype=bool))
-    twice, n_mix = note_duplicate_share(mix.notes, rolls)
+    twice, once, n_mix = note_duplicate_share(mix.notes, rolls)
+    stem_f1 = None if stems is None else f1(matched_counts(rolls, stems)[0])
     return {
         "active_slots": len(slots),
         "notes_per_slot": {t.name: len(t.notes) for t in slots},
         "mix_notes": n_mix,
         "dup_rate": dup / claimed if claimed else None, "dup_cells": dup, "claimed_cells": claimed,
-        "note_dup": twice / n_mix if n_mix else None, "notes_twice": twice,
+        "note_dup": twice / n_mix if n_mix else None, "notes_twice": twice, "notes_claimed": once,
+        "stem_f1": stem_f1,
     }
 
 
-def reference_duplicates(paths: Sequence[Path], n_frames: int) -> dict[str, Any]:
-    """Unison share of the reference stems: ``dup_rate`` = cells active in >= 2 stems / in >= 1."""
-    notes = [pd.read_csv(p) for p in paths]
-    rolls = np.stack([reference_roll(n, n_frames, name=str(p)) for n, p in zip(notes, paths,
-                                                                              strict=True)])
+def stem_rolls(paths: Sequence[Path], n_frames: int) -> np.ndarray:
+    """Bool ``(S, 72, T)`` rolls of the stem note CSVs ``paths``."""
+    return np.stack([reference_roll(pd.read_csv(p), n_frames, name=str(p)) for p in paths])
+
+
+def reference_duplicates(rolls: np.ndarray) -> dict[str, Any]:
+    """Unison share of the stem ``rolls`` ``(S, 72, T)``: cells active in >= 2 stems / in >= 1."""
     active, unison = target_duplicate_counts(rolls)
-    return {"stems": len(paths), "dup_rate": unison / active if active else None,
+    return {"stems": int(rolls.shape[0]), "dup_rate": unison / active if active else None,
             "dup_cells": unison, "claimed_cells": active}
 
 
@@ -118,7 +129,8 @@ def _line(name: str, d: dict[str, Any]) -> str:
     return (f"{name}: {d['active_slots']} active slots ({per}); {d['mix_notes']} mixture notes; "
             f"dup_rate {_pct(d['dup_rate'])} ({d['dup_cells']}/{d['claimed_cells']} cells); "
             f"mixture notes claimed by >= 2 slots {_pct(d['note_dup'])} "
-            f"({d['notes_twice']}/{d['mix_notes']})")
+            f"({d['notes_twice']}/{d['mix_notes']}), by >= 1 slot {d['notes_claimed']}"
+            + ("" if d["stem_f1"] is None else f"; stem F1 {100 * d['stem_f1']:.1f}"))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -161,14 +173,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cqt = audio_cqt(source.blocks())
     n_frames = int(cqt.shape[-1])
     print(f"{args.audio}: {source.duration_s:.1f} s, {n_frames} frames", flush=True)
+    stems = stem_rolls(args.notes, n_frames) if args.notes else None
     out: dict[str, Any] = {}
     for name, path, opts in variants:
         model, meta = load_model(path)
         tracks, probs = transcribe_cqt(cqt, model, meta, opts, source.duration_s)
-        out[name] = describe(tracks, probs, opts, n_frames)
+        out[name] = describe(tracks, probs, opts, n_frames, stems)
         print(_line(name, out[name]), flush=True)
-    if args.notes:
-        ref = reference_duplicates(args.notes, n_frames)
+    if stems is not None:
+        ref = reference_duplicates(stems)
         out["reference"] = ref
         print(f"reference: {ref['stems']} stems; unison cells {_pct(ref['dup_rate'])} "
               f"({ref['dup_cells']}/{ref['claimed_cells']})", flush=True)

@@ -63,8 +63,10 @@ class CrossRun:
 def generalisation_settings(config: Mapping[str, Any]) -> tuple[list[str], list[str], bool]:
     """``(train datasets, test datasets, retune)`` of ``config["generalisation"]`` (checked).
 
-    Every named dataset must be configured; every training dataset must have Table III rows (the
-    models evaluated are those of ``table3_rows``). An absent section means no cross evaluation.
+    Every named dataset must be configured. The models evaluated are those of ``table3_rows``, so a
+    training dataset without Table III rows contributes none and is left out (e.g. the default
+    profile's chamber/electro when ``table3_rows`` names only a user's own dataset). An absent
+    section means no cross evaluation.
     """
     sec = config.get("generalisation") or {}
     train = [str(d) for d in sec.get("train", [])]
@@ -76,10 +78,7 @@ def generalisation_settings(config: Mapping[str, Any]) -> tuple[list[str], list[
             raise ValueError(f"generalisation.{role} names dataset(s) {bad} not in datasets: "
                              f"{sorted(known)}")
     rows_ds = {str(r[1]) for r in config.get("table3_rows", [])}
-    missing = sorted(set(train) - rows_ds)
-    if missing:
-        raise ValueError(f"generalisation.train dataset(s) {missing} have no table3_rows "
-                         "(no trained models to evaluate)")
+    train = [d for d in train if d in rows_ds]
     return train, test, bool(sec.get("retune", False))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from slotmpe.audio import AudioError
+from slotmpe.audio import AudioError, audio_files, readable_audio_extensions
 from slotmpe.constants import SAMPLE_RATE
 from slotmpe.cqt import BLOCK_FRAMES, CONTEXT_FRAMES, cqt_magnitude_blocks, log_compress
 from slotmpe.transcribe.audio_input import open_audio
@@ -20,10 +20,8 @@ from slotmpe.transcribe.options import TranscribeOptions
 from slotmpe.transcribe.runners import as_runner
 from slotmpe.transcribe.writers import check_writable, write_outputs
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
-    ".snd", ".caf", ".w64", ".rf64",
-)  # fmt: skip
+#: Extensions a directory argument is searched for: the package's one list (what soundfile reads).
+AUDIO_EXTENSIONS: tuple[str, ...] = readable_audio_extensions()
 
 
 @dataclass
@@ -72,10 +70,7 @@ def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(
-                sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in AUDIO_EXTENSIONS
-                       and not c.name.startswith("."))
-            )
+            out.extend(audio_files(p))
         else:
             out.append(p)
     return out

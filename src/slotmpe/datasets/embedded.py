@@ -27,7 +27,9 @@ need no download. Pipeline of :func:`build_chamber` / :func:`build_electro`:
    the float32 sum of the scaled stems and every file is a 32-bit float WAV, so mix == sum(stems)
    holds to float rounding. Every stem lasts as long as the mixture (excerpt + ``tail_seconds``).
 5. **Splits** by work (:func:`.splits.assign_splits`): val and test each hold at least
-   ``min_pieces_val`` / ``min_pieces_test`` pieces with three or more pitched sources.
+   ``min_pieces_val`` / ``min_pieces_test`` pieces with three or more pitched sources, and at
+   least ``val_pieces`` (10) / ``test_pieces`` (15) pieces in all (round 3: enough test music to
+   resolve the paper's effects; ``minutes`` was raised with them so that train keeps its size).
 
 Output under ``out_dir``: ``audio/<piece_id>/{mix.wav, NN_<instrument>.wav, NN_<instrument>.csv}``,
 ``pieces.csv`` (provenance: work, corpus file, tempo and its source, instruments, programs,
@@ -64,6 +66,8 @@ log = get_logger(__name__)
 COMMON_DEFAULTS: dict[str, Any] = {
     "min_pieces_val": 2,
     "min_pieces_test": 2,
+    "val_pieces": 10,
+    "test_pieces": 15,
     "val_fraction": 0.15,
     "test_fraction": 0.15,
     "max_pieces_per_work": 2,
@@ -78,7 +82,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 CHAMBER_DEFAULTS: dict[str, Any] = {
     **COMMON_DEFAULTS,
     "name": "chamber",
-    "minutes": 60.0,
+    "minutes": 70.0,
     "excerpt_seconds": 75.0,
     "tail_seconds": 1.0,
     "tempo_range": [56.0, 112.0],
@@ -87,7 +91,7 @@ CHAMBER_DEFAULTS: dict[str, Any] = {
 ELECTRO_DEFAULTS: dict[str, Any] = {
     **COMMON_DEFAULTS,
     "name": "electro",
-    "minutes": 45.0,
+    "minutes": 53.0,
     "excerpt_seconds": 60.0,
     "tail_seconds": 2.5,
     "tempo_range": [84.0, 132.0],
@@ -540,6 +544,7 @@ def _build(out_dir: Path, cfg: dict[str, Any], seed: int, kind: str) -> Path:
             total_s >= target_s
             and len(eligible_works) >= need_eligible
             and len({i.work for i in infos}) > need_eligible
+            and len(infos) > int(cfg["val_pieces"]) + int(cfg["test_pieces"])
         ):
             break
         for rel in files:
@@ -596,6 +601,8 @@ def _build(out_dir: Path, cfg: dict[str, Any], seed: int, kind: str) -> Path:
         test_fraction=float(cfg["test_fraction"]),
         min_pieces_val=int(cfg["min_pieces_val"]),
         min_pieces_test=int(cfg["min_pieces_test"]),
+        val_pieces=int(cfg["val_pieces"]),
+        test_pieces=int(cfg["test_pieces"]),
     )
     df = pd.DataFrame(rows)
     df["split"] = df["piece_id"].map(split_of)

@@ -28,6 +28,8 @@ def assign_splits(
     min_pieces_val: int = 2,
     min_pieces_test: int = 2,
     min_sources: int = 3,
+    val_pieces: int = 0,
+    test_pieces: int = 0,
 ) -> dict[str, str]:
     """Split pieces by work into train/val/test; returns ``{piece_id: split}``.
 
@@ -35,7 +37,9 @@ def assign_splits(
     First test, then val receive works holding pieces with at least ``min_sources`` pitched
     sources until each holds ``min_pieces_test`` / ``min_pieces_val`` such pieces; then each is
     topped up with whole works (any) while it stays within ``round(fraction * n_pieces)`` pieces;
-    every other work is train. Raises ``ValueError`` when the constraints cannot be met (too few
+    then, while a split holds fewer than ``test_pieces`` / ``val_pieces`` pieces in all, it gets
+    further whole works (the last one may overshoot by the work's other movements); every other
+    work is train. Raises ``ValueError`` when the constraints cannot be met (too few
     works with enough sources, or nothing left for train).
     """
     if not pieces:
@@ -81,6 +85,13 @@ def assign_splits(
     for split in ("test", "val"):
         for w in order:
             if w not in work_split and count(split) + len(works[w]) <= targets[split]:
+                work_split[w] = split
+    floors = {"test": int(test_pieces), "val": int(val_pieces)}
+    for split in ("test", "val"):
+        for w in order:
+            if count(split) >= floors[split]:
+                break
+            if w not in work_split:
                 work_split[w] = split
     for w in order:
         work_split.setdefault(w, "train")

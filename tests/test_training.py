@@ -24,6 +24,7 @@ from slotmpe.experiments import EXPERIMENTS, default_loss_weights, get_experimen
 from slotmpe.features import INDEX_COLUMNS, INDEX_NAME, N_WIDE, PIECE_KEYS
 from slotmpe.losses import compute_losses, logged_terms, match_slots
 from slotmpe.models import build_model, load_checkpoint
+from slotmpe.utils import seed_everything
 
 torch.set_num_threads(1)
 
@@ -158,10 +159,10 @@ def test_kill_and_resume_gives_identical_weights(
         return real(*a, **k)  # type: ignore[arg-type]
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(tr, "train_step", dying_step)
+    monkeypatch.setattr(tr.steps, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         tr.train_experiment("1c", cache, out, cfg)
-    monkeypatch.setattr(tr, "train_step", real)
+    monkeypatch.setattr(tr.steps, "train_step", real)
     assert (out / tr.CHECKPOINT_NAME).exists()
     assert not (out / tr.MODEL_NAME).exists() and not (out / tr.LOG_NAME).exists()
     last = torch.load(out / tr.CHECKPOINT_NAME, weights_only=True)
@@ -185,10 +186,10 @@ def test_resume_refuses_other_config(cache: Path, tmp_path: Path, monkeypatch: p
             raise KeyboardInterrupt
         return real(*a, **k)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tr, "train_one_epoch", one_then_die)
+    monkeypatch.setattr(tr.loop, "train_one_epoch", one_then_die)
     with pytest.raises(KeyboardInterrupt):
         tr.train_experiment("1a", cache, tmp_path, _cfg(max_epochs=2))
-    monkeypatch.setattr(tr, "train_one_epoch", real)
+    monkeypatch.setattr(tr.loop, "train_one_epoch", real)
     with pytest.raises(RuntimeError, match="different configuration"):
         tr.train_experiment("1a", cache, tmp_path, _cfg(max_epochs=2, lr=5e-4))
 
@@ -213,10 +214,12 @@ def test_same_seed_same_weights_and_outputs(
     for split in ("train", "val"):
         for term in (*logged_terms(get_experiment("3c")), "total"):
             assert np.isfinite(log[f"{split}_{term}"]).all()
-    assert {"lr", "seconds"} <= set(log.columns)
-    best = int(log["val_total"].idxmin()) + 1
+    assert {"lr", "seconds", "precision", "cpu"} <= set(log.columns)
+    assert extra["selection_metric"] == "pitch" and extra["precision"] in ("fp32", "bf16")
+    assert set(log["precision"]) == {extra["precision"]} and "flags" in extra["cpu"]
+    best = int(log["val_pitch"].idxmin()) + 1
     assert extra["best_epoch"] == best
-    assert extra["best_value"] == pytest.approx(log["val_total"].min())
+    assert extra["best_value"] == pytest.approx(log["val_pitch"].min())
 
 
 def test_worker_processes_do_not_change_the_result(cache: Path, tmp_path: Path) -> None:
@@ -234,9 +237,9 @@ def test_early_stopping_plateau_and_selection(
     def fake_eval(model: torch.nn.Module, *a: object, **k: object) -> dict[str, float]:
         snapshots.append({n: v.clone() for n, v in model.state_dict().items()})
         v = next(scripted)
-        return {"mix": v, "total": v}
+        return {"mix": v, "pitch": v, "total": v}
 
-    monkeypatch.setattr(tr, "evaluate_losses", fake_eval)
+    monkeypatch.setattr(tr.loop, "evaluate_losses", fake_eval)
     cfg = _cfg(max_epochs=6, patience=2, plateau_patience=0)
     path = tr.train_experiment("1a", cache, tmp_path, cfg)
     log = pd.read_csv(tmp_path / tr.LOG_NAME)
@@ -278,7 +281,7 @@ def _one_step_weights(cache: Path, embeddings_path: Path, cfg: tr.TrainConfig
     emb = tr.load_embeddings_table(embeddings_path)
     train, _ = tr.make_datasets(cache, cfg, emb)
     with tr.deterministic_mode("cpu", cfg.deterministic):
-        tr.seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         model = build_model("3c")
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -349,20 +352,79 @@ def test_fused_adamw_matches_plain_adamw() -> None:
         torch.testing.assert_close(p1, p2, rtol=1e-6, atol=1e-7)
 
 
-def test_bf16_is_ignored_on_cpu(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """bf16 autocast is CUDA-only: on the CPU the step runs in float32 and says so."""
-    exp = get_experiment("1a")
-    train, _ = tr.make_datasets(cache, _cfg(), None)
+def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto = bf16 on CUDA and on CPUs with AMX / AVX-512 BF16, fp32 elsewhere; explicit wins."""
+    import slotmpe.precision as prec
+
+    for flags, want in (([], "fp32"), (["avx2", "avx512f"], "fp32"), (["amx_bf16"], "bf16"),
+                        (["avx512_bf16"], "bf16")):
+        monkeypatch.setattr(prec, "cpu_info", lambda f=flags: {"model": "x", "flags": f})
+        assert prec.resolve_precision("auto", "cpu") == want
+        assert prec.resolve_precision("fp32", "cpu") == "fp32"
+        assert prec.resolve_precision("bf16", "cpu") == "bf16"
+    assert prec.resolve_precision("auto", "cuda") == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        prec.resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        tr.TrainConfig(precision="half")
+
+
+def test_bf16_forward_is_bf16_and_close(cache: Path, embeddings_path: Path) -> None:
+    """bf16 autocast runs the model in bf16 (losses in float32) and stays close to fp32."""
+    exp = get_experiment("2b")
+    emb = tr.load_embeddings_table(embeddings_path)
+    train, _ = tr.make_datasets(cache, _cfg(), emb)
     batch = next(iter(DataLoader(train, batch_size=2)))
     torch.manual_seed(0)
-    model = build_model("1a")
-    with caplog.at_level("WARNING"):
-        with tr._autocast("cpu", True):
-            out = model(batch["x"])
-    assert out["mix_logits"].dtype == torch.float32
-    ref = tr.forward_losses(model, batch, exp, default_loss_weights(exp), bf16=False)["total"]
-    got = tr.forward_losses(model, batch, exp, default_loss_weights(exp), bf16=True)["total"]
-    assert torch.equal(ref, got)
+    model = build_model("2b").eval()
+    from slotmpe.precision import autocast
+
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        out = model(batch["x"])
+    assert out["slot_logits"].dtype == torch.bfloat16
+    w = default_loss_weights(exp)
+    with torch.no_grad():
+        ref = tr.forward_losses(model, batch, exp, w, precision="fp32")
+        got = tr.forward_losses(model, batch, exp, w, precision="bf16")
+    assert got["total"].dtype == torch.float32
+    torch.testing.assert_close(got["mix"], ref["mix"], rtol=0.05, atol=0.01)
+
+
+def test_pitch_selection_signal(cache: Path) -> None:
+    """``pitch`` = the unweighted sum of the experiment's pitch-map terms, logged every epoch."""
+    assert tr.pitch_terms(get_experiment("1a")) == ("mix",)
+    assert tr.pitch_terms(get_experiment("1b")) == ("mix", "fixed_slot")
+    assert tr.pitch_terms(get_experiment("2b")) == ("mix", "slot")
+    exp = get_experiment("1c")
+    cfg = _cfg()
+    model = build_model("1c")
+    _, val = tr.make_datasets(cache, cfg, None)
+    va = tr.evaluate_losses(model, DataLoader(val, batch_size=4), exp, default_loss_weights(exp),
+                            cfg, torch.device("cpu"))
+    assert va["pitch"] == pytest.approx(va["mix"] + va["slot"], rel=1e-6)
+
+
+def test_skipping_the_nan_fill_keeps_training_exact(cache: Path) -> None:
+    """Exact speed-up: deterministic mode without filling uninitialised memory with NaN gives
+    bit-identical parameters after a few steps."""
+    import torch.utils.deterministic as tud
+
+    exp = get_experiment("1c")
+    w = default_loss_weights(exp)
+    train, _ = tr.make_datasets(cache, _cfg(), None)
+    batches = list(DataLoader(train, batch_size=4))[:2]
+    results = []
+    for fill in (True, False):
+        with tr.deterministic_mode("cpu"):
+            tud.fill_uninitialized_memory = fill
+            torch.manual_seed(0)
+            model = build_model("1c")
+            opt = tr.make_optimizer(model, 1e-3)
+            for b in batches:
+                tr.train_step(model, b, exp, w, opt, grad_clip=1.0)
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_deterministic_mode_sets_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:

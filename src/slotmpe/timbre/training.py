@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from slotmpe.models.timbre_encoder import TimbreEncoder, count_trainable
+from slotmpe.precision import autocast, cpu_info, cpu_summary, resolve_precision
 from slotmpe.timbre.config import PAPER_TOP1, PAPER_TOP5, TimbreConfig
 from slotmpe.timbre.loss import multiview_timbre_loss
 from slotmpe.timbre.retrieval import build_retrieval_set, evaluate_retrieval
@@ -70,12 +71,14 @@ def train_step(
     cfg: TimbreConfig,
     silence: float,
     gen: torch.Generator,
+    precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
     """One optimisation step of the encoder on ``views`` ``(B, V, N_WIDE, W)`` wide log-CQT windows
     (augmentation, fast-HCQT, encoder + projection, :func:`multiview_timbre_loss`, backward, step).
 
     Returns the loss terms (scalar tensors, ``total`` included). The learning-rate schedule is the
-    caller's.
+    caller's. ``precision``: resolved (``fp32``/``bf16``) autocast of the encoder forward; the loss
+    runs in float32.
     """
     device = next(model.parameters()).device
     b, v = views.shape[:2]
@@ -83,8 +86,10 @@ def train_step(
     x = windows_to_hcqt(flat)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    emb = model(x)
-    proj = model.project(emb)
+    with autocast(device, precision):
+        emb = model(x)
+        proj = model.project(emb)
+    emb, proj = emb.float(), proj.float()
     terms = multiview_timbre_loss(
         emb.view(b, v, -1), proj.view(b, v, -1), None, cfg.temperature,
         cfg.w_contrastive, cfg.w_consistency, cfg.w_variance, cfg.w_covariance,
@@ -138,6 +143,8 @@ def train_encoder(feature_dir: Path, out_dir: Path, cfg: TimbreConfig) -> Path:
         set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    log.info("timbre encoder: device %s (%s), %s", device, cpu_summary(), precision)
     silence = silence_level()
     t0 = time.time()
 
@@ -196,7 +203,7 @@ def train_encoder(feature_dir: Path, out_dir: Path, cfg: TimbreConfig) -> Path:
         for _ in bar:
             idx = rng.choice(len(train), size=batch, replace=False)
             views = _train_batch(train, idx, rng, cfg)  # (B, V, F, W)
-            terms = train_step(model, views, opt, cfg, silence, gen)
+            terms = train_step(model, views, opt, cfg, silence, gen, precision)
             sched.step()
             for k, t in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(t.detach())
@@ -248,6 +255,8 @@ def train_encoder(feature_dir: Path, out_dir: Path, cfg: TimbreConfig) -> Path:
         "n_val_candidates": int(rset.is_key.sum()),
         "activity_rules": {str(k): int(c) for k, c in rules.items()},
         "device": device,
+        "precision": precision,
+        "cpu": cpu_info(),
         "seconds": round(time.time() - t0, 1),
         "paper_top1": PAPER_TOP1,
         "paper_top5": PAPER_TOP5,

@@ -459,6 +459,7 @@ class FileDataset(_PieceSet):
         split: "train", "val" or "test".
         embeddings: track_id -> ``(128,)`` timbre embedding (zeros if absent).
         max_sources: ``K``, the padded number of sources per item.
+        mask_targets: add ``mask_target`` / ``mask_valid`` (whole-file stem ratio masks).
     """
 
     def __init__(
@@ -467,8 +468,10 @@ class FileDataset(_PieceSet):
         split: str,
         embeddings: dict[str, np.ndarray] | None = None,
         max_sources: int = MAX_SLOTS,
+        mask_targets: bool = False,
     ) -> None:
-        super().__init__(feature_dir, split, embeddings, max_sources, min_frames=1)
+        super().__init__(feature_dir, split, embeddings, max_sources, min_frames=1,
+                         mask_targets=mask_targets)
 
     def __len__(self) -> int:
         return len(self.piece_ids)

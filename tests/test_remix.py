@@ -82,7 +82,7 @@ def test_single_stem_remix_is_the_stem_up_to_level(cache: Path) -> None:  # noqa
         assert int(fam.sum()) == 1
         roll = item["sources"][0]
         # find the stem and window it came from
-        for pi, pid in enumerate(base.piece_ids):
+        for pi in range(len(base.piece_ids)):
             piece = base._piece(pi)
             for s in range(piece["source_rolls"].shape[0]):
                 rolls = np.asarray(piece["source_rolls"][s])
@@ -155,3 +155,23 @@ def test_train_step_on_remixed_masked_batches(cache: Path) -> None:  # noqa: F81
     forward_losses(model, batch, exp, only)["total"].backward()
     assert model.slot_attention.queries.grad.abs().sum() > 0
     assert default_collate([tr[0], tr[1]])["mask_target"].shape == (2, 8, 72, 23)
+
+
+def test_remix_row_refuses_batches_that_were_not_remixed(cache: Path) -> None:  # noqa: F811
+    """A loop that forgot experiment_datasets would silently train 2b under the name 4i."""
+    from slotmpe import losses as L
+    from slotmpe.models import build_model
+
+    exp = get_experiment("4i")
+    plain = default_collate([_train(cache)[i] for i in range(2)])
+    model = build_model("4i")
+    with torch.no_grad():
+        out = model(plain["x"])
+    with pytest.raises(ValueError, match="remix"):
+        L.compute_losses(exp, out, plain, default_loss_weights(exp))
+    tr, va = experiment_datasets(exp, _train(cache), WindowDataset(cache, "val", train=False))
+    for ds in (tr, va):
+        batch = default_collate([ds[i] for i in range(2)])
+        assert batch["remixed"].dtype == torch.bool
+        assert torch.isfinite(L.compute_losses(exp, out, batch, default_loss_weights(exp))["total"])
+    assert not bool(default_collate([va[0]])["remixed"].any())

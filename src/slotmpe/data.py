@@ -27,6 +27,8 @@ key                dtype        shape / meaning
                                 :mod:`slotmpe.stem_masks`; 0 for absent or padded sources)
 ``mask_valid``     bool         ``(72, W)`` (``mask_targets=True`` only) cells with stem energy
                                 above the floor (all False for a piece without stem audio)
+``remixed``        bool         ``()`` (``mark_remix=True`` only) whether the item is a remix
+                                (:mod:`slotmpe.remix`; always False here)
 =================  ===========  ===========================================================
 
 Sources keep the manifest order. If a piece has more than ``K`` pitched sources, the ``K`` with the
@@ -235,6 +237,7 @@ class _PieceSet(Dataset):
     ) -> None:
         self.feature_dir = Path(feature_dir)
         self.mask_targets = bool(mask_targets)
+        self.mark_remix = False  # items carry "remixed" (set by slotmpe.remix)
         self.split = split
         self.max_sources = int(max_sources)
         if self.max_sources < 1:
@@ -354,6 +357,8 @@ class _PieceSet(Dataset):
                 masks[:n], valid = window_ratio_masks(stems, gains[sel], present[:n])
             item["mask_target"] = torch.from_numpy(masks)
             item["mask_valid"] = torch.from_numpy(valid)
+        if self.mark_remix:
+            item["remixed"] = torch.tensor(False)
         return item
 
 

@@ -323,6 +323,12 @@ def compute_losses(
                 f"loss term {name!r} has weight {w} but experiment {exp.name} cannot compute it "
                 f"(its terms: {', '.join(terms)})"
             )
+    if exp.remix and "remixed" not in batch:
+        raise ValueError(
+            f"experiment {exp.name} trains on remixed windows, but this batch does not come from "
+            "slotmpe.remix.experiment_datasets (no 'remixed' key); training it would train its "
+            "base instead"
+        )
     if exp.matching == "hungarian" and matches is None:
         matches = match_slots(exp, outputs, batch, match_emb_weight)
 

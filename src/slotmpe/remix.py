@@ -31,7 +31,8 @@ A remix of ``W`` frames:
    is each stem's own timbre embedding; with ``mask_targets`` the ratio masks are those of the
    gained stem magnitudes (:mod:`slotmpe.stem_masks`).
 
-Items have exactly the keys, dtypes and shapes of :class:`~slotmpe.data.WindowDataset` items.
+Items have exactly the keys, dtypes and shapes of :class:`~slotmpe.data.WindowDataset` items,
+plus ``remixed`` (bool ``()``; the wrapped dataset's own items say False).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class RemixDataset(Dataset):
         if gain_db < 0:
             raise ValueError(f"gain_db must be >= 0, got {gain_db}")
         self.base = base
+        base.mark_remix = True  # real windows say remixed=False, remixes True
         self.prob = float(prob)
         self.gain_db = float(gain_db)
         self._stems: list[_Stem] | None = None
@@ -186,6 +188,7 @@ class RemixDataset(Dataset):
             masks[:n], valid = ratio_masks(pitch_energy(lin * scale), present[:n])
             item["mask_target"] = torch.from_numpy(masks)
             item["mask_valid"] = torch.from_numpy(valid)
+        item["remixed"] = torch.tensor(True)
         return item
 
     def _reference(self, rng: np.random.Generator, peak: float) -> float:
@@ -205,10 +208,15 @@ def experiment_datasets(exp: Experiment, train: WindowDataset, val: WindowDatase
 
     ``exp.mask_target`` (4h): both datasets add the stems' ratio masks to their items.
     ``exp.remix`` (4i): the training dataset is wrapped in :class:`RemixDataset` (validation stays
-    on real mixtures). Any other row gets ``(train, val)`` unchanged.
+    on real mixtures) and every item carries ``remixed``, which
+    :func:`slotmpe.losses.compute_losses` requires of such a row, so a training loop that forgot
+    the wrapping fails instead of silently training the base. Any other row gets ``(train, val)``
+    unchanged.
     """
     if exp.mask_target:
         train.mask_targets = True
         val.mask_targets = True
-    out: Dataset = RemixDataset(train) if exp.remix else train
-    return out, val
+    if not exp.remix:
+        return train, val
+    val.mark_remix = True
+    return RemixDataset(train), val

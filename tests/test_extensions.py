@@ -328,3 +328,19 @@ def test_windowed_inference_frames() -> None:
     assert inference_frames(e2b, 20000) == 20000 and inference_frames(e2b, None) is None
     assert inference_frames(e4g, 20000) == 64 and inference_frames(e4g, None) == 64
     assert inference_frames(e4g, 40) == 40
+
+
+def test_issue23_rows_4h_to_4l() -> None:
+    """4h/4i change training (mask supervision, remix data) on 2b; 4j combines them; 4k/4l are
+    4a/4e's inference steps on 4j's weights."""
+    h, i, j, k, l_ = (get_experiment(n) for n in ("4h", "4i", "4j", "4k", "4l"))
+    assert (h.base, h.mask_target, h.remix) == ("2b", True, False)
+    assert (i.base, i.mask_target, i.remix) == ("2b", False, True)
+    assert (j.base, j.mask_target, j.remix) == ("4h", True, True)
+    assert active_loss_terms(h) == (*PAPER_TERMS["2b"], "mask")
+    assert active_loss_terms(i) == PAPER_TERMS["2b"] and active_loss_terms(j) == active_loss_terms(h)
+    assert [training_experiment(e) for e in (h, i, j, k, l_)] == ["4h", "4i", "4j", "4j", "4j"]
+    assert (k.postprocess, l_.postprocess) == (("exclusive",), ("active",))
+    assert default_loss_weights(h)["mask"] == BASE_LOSS_WEIGHTS["mask"] > 0
+    for e in EXPERIMENTS.values():
+        assert not e.mask_target and not e.remix and "mask" not in active_loss_terms(e)

@@ -22,6 +22,13 @@ key                dtype        shape / meaning
 ``source_emb``     float32      ``(K, 128)`` timbre embedding of each source (zeros if unknown)
 ``poly``           int64        ``(W,)`` mixture polyphony class 0..7
 ``source_poly``    float32      ``(K, W)`` active pitches per frame of each source
+``mask_target``    float32      ``(K, 72, W)`` (``mask_targets=True`` only) each present source's
+                                share of the pitched stems' energy per cell (ideal ratio mask,
+                                :mod:`slotmpe.stem_masks`; 0 for absent or padded sources)
+``mask_valid``     bool         ``(72, W)`` (``mask_targets=True`` only) cells with stem energy
+                                above the floor (all False for a piece without stem audio)
+``remixed``        bool         ``()`` (``mark_remix=True`` only) whether the item is a remix
+                                (:mod:`slotmpe.remix`; always False here)
 =================  ===========  ===========================================================
 
 Sources keep the manifest order. If a piece has more than ``K`` pitched sources, the ``K`` with the
@@ -63,6 +70,7 @@ from slotmpe.constants import (
     WINDOW_FRAMES,
 )
 from slotmpe.features import INDEX_COLUMNS, INDEX_NAME, N_WIDE, PIECE_KEYS, hcqt_from_cqt
+from slotmpe.stem_masks import estimate_stem_gains, window_ratio_masks
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
@@ -225,8 +233,11 @@ class _PieceSet(Dataset):
         embeddings: dict[str, np.ndarray] | None,
         max_sources: int,
         min_frames: int,
+        mask_targets: bool = False,
     ) -> None:
         self.feature_dir = Path(feature_dir)
+        self.mask_targets = bool(mask_targets)
+        self.mark_remix = False  # items carry "remixed" (set by slotmpe.remix)
         self.split = split
         self.max_sources = int(max_sources)
         if self.max_sources < 1:
@@ -246,6 +257,20 @@ class _PieceSet(Dataset):
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._max_open = _max_open_pieces()
         self._warned_many: set[int] = set()
+        self._gains: dict[int, np.ndarray] = {}
+
+    def stem_gains(self, i: int) -> np.ndarray | None:
+        """Gains ``(S,)`` of piece ``i``'s stem CQTs on its mixture's scale
+        (:func:`slotmpe.stem_masks.estimate_stem_gains`, computed once per process), or ``None``
+        for a piece without stem audio."""
+        piece = self._piece(i)
+        if not bool(piece["has_stems"]) or piece["stem_cqt"].shape[0] == 0:
+            return None
+        g = self._gains.get(i)
+        if g is None:
+            g = estimate_stem_gains(piece["cqt"], piece["stem_cqt"])
+            self._gains[i] = g
+        return g
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -311,7 +336,7 @@ class _PieceSet(Dataset):
         source_poly[:n] = piece["source_poly"][sel, start:stop]
         emb = np.zeros((k, EMBED_DIM), dtype=np.float32)
         emb[:n] = piece["emb"][sel]
-        return {
+        item = {
             "x": torch.from_numpy(x),
             "mix": torch.from_numpy(np.asarray(piece["mix_roll"][:, start:stop], dtype=np.float32)),
             "family": torch.from_numpy(
@@ -323,6 +348,18 @@ class _PieceSet(Dataset):
             "poly": torch.from_numpy(np.asarray(piece["poly"][start:stop], dtype=np.int64)),
             "source_poly": torch.from_numpy(source_poly),
         }
+        if self.mask_targets:
+            masks = np.zeros((k, N_PITCHES, width), dtype=np.float32)
+            valid = np.zeros((N_PITCHES, width), dtype=bool)
+            gains = self.stem_gains(i)
+            if gains is not None and n:
+                stems = np.asarray(piece["stem_cqt"][sel, :, start:stop])  # (n, N_WIDE, W)
+                masks[:n], valid = window_ratio_masks(stems, gains[sel], present[:n])
+            item["mask_target"] = torch.from_numpy(masks)
+            item["mask_valid"] = torch.from_numpy(valid)
+        if self.mark_remix:
+            item["remixed"] = torch.tensor(False)
+        return item
 
 
 class WindowDataset(_PieceSet):
@@ -338,6 +375,8 @@ class WindowDataset(_PieceSet):
         seed: non-negative seed; windows of epoch ``e`` depend only on ``(seed, e)``.
         embeddings: track_id -> ``(128,)`` timbre embedding for ``source_emb`` (zeros if absent).
         max_sources: ``K``, the padded number of sources per item.
+        mask_targets: add ``mask_target`` / ``mask_valid`` (stem ratio masks, extension 4h) to
+            every item; the attribute may also be switched on after construction.
     """
 
     def __init__(
@@ -350,6 +389,7 @@ class WindowDataset(_PieceSet):
         seed: int = 0,
         embeddings: dict[str, np.ndarray] | None = None,
         max_sources: int = MAX_SLOTS,
+        mask_targets: bool = False,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1 frame, got {window}")
@@ -357,7 +397,8 @@ class WindowDataset(_PieceSet):
             raise ValueError(f"seed must be >= 0, got {seed}")
         if windows_per_epoch is not None and windows_per_epoch < 0:
             raise ValueError(f"windows_per_epoch must be >= 0, got {windows_per_epoch}")
-        super().__init__(feature_dir, split, embeddings, max_sources, min_frames=window)
+        super().__init__(feature_dir, split, embeddings, max_sources, min_frames=window,
+                         mask_targets=mask_targets)
         self.train = bool(train)
         self.window = int(window)
         self.windows_per_epoch = windows_per_epoch
@@ -423,6 +464,7 @@ class FileDataset(_PieceSet):
         split: "train", "val" or "test".
         embeddings: track_id -> ``(128,)`` timbre embedding (zeros if absent).
         max_sources: ``K``, the padded number of sources per item.
+        mask_targets: add ``mask_target`` / ``mask_valid`` (whole-file stem ratio masks).
     """
 
     def __init__(
@@ -431,8 +473,10 @@ class FileDataset(_PieceSet):
         split: str,
         embeddings: dict[str, np.ndarray] | None = None,
         max_sources: int = MAX_SLOTS,
+        mask_targets: bool = False,
     ) -> None:
-        super().__init__(feature_dir, split, embeddings, max_sources, min_frames=1)
+        super().__init__(feature_dir, split, embeddings, max_sources, min_frames=1,
+                         mask_targets=mask_targets)
 
     def __len__(self) -> int:
         return len(self.piece_ids)

@@ -36,10 +36,19 @@ exp    base  the one change
 4e     2b    post-processing ``active``: slots with activity < 0.5 silenced
 4f     2b    ``timbre_mask``: slot timbre cosine added to the mask logits (models.extensions)
 4g     2b    ``infer_frames`` = 64: inference in overlapping 64-frame chunks (slot order aligned)
+4h     2b    ``mask_target``: loss term ``mask``, slot masks vs the stems' ratio masks (issue 23)
+4i     2b    ``remix``: training windows remixed from stems of different pieces (:mod:`slotmpe.remix`)
+4j     4h    ``remix`` on top of 4h (both)
+4k     4j    post-processing ``exclusive`` on the 4j model (4a on the separating base)
+4l     4j    post-processing ``active`` on the 4j model (4e on the separating base)
 =====  ====  =====================================================================
 
-Rows that differ from their base only at inference (4a, 4b, 4d, 4e, 4g) are ``derived_from`` the
-run whose weights they use (2b or 4c; :func:`training_experiment`) and are built by
+``mask_target`` and ``remix`` change the training *data* as well: the datasets of such a row come
+from :func:`slotmpe.remix.experiment_datasets` (ratio-mask targets in every item; remixed training
+windows).
+
+Rows that differ from their base only at inference (4a, 4b, 4d, 4e, 4g, 4k, 4l) are ``derived_from`` the
+run whose weights they use (2b, 4c or 4j; :func:`training_experiment`) and are built by
 :mod:`slotmpe.derive`; training them again would reproduce its weights.
 """
 
@@ -63,6 +72,7 @@ LOSS_TERMS: tuple[str, ...] = (
     "poly_mix",  # mixture polyphony cross-entropy over 8 classes
     "poly_slot",  # slot polyphony Smooth L1 (sum over pitch of matched slot probs vs count)
     "overlap",  # extension: pairwise overlap of slot probability maps (duplicate suppression)
+    "mask",  # extension 4h: slot masks vs the stems' ratio masks (matched) or 0 (unmatched), BCE
 )
 
 # Inference-time post-processing steps an experiment may name (slotmpe.postprocess), in order.
@@ -91,6 +101,8 @@ class Experiment:
     timbre_mask: bool = False
     infer_frames: int | None = None
     postprocess: tuple[str, ...] = ()
+    mask_target: bool = False  # 4h: supervise the slot masks with the stems' ratio masks
+    remix: bool = False  # 4i: training windows remixed from stems of different pieces
 
     def __post_init__(self) -> None:
         bad = [s for s in self.postprocess if s not in POSTPROCESS_STEPS]
@@ -185,9 +197,23 @@ def _extensions() -> dict[str, Experiment]:
         extend(e2b, "4e", "2b + slots with activity < 0.5 silenced at inference (as transcribe "
                "drops them)", postprocess=("active",)),
     ]
+    exts += [
+        extend(e2b, "4h", "2b + slot masks supervised by the stems' ratio masks (matched slots) "
+               "and towards 0 (unmatched slots)", mask_target=True),
+        extend(e2b, "4i", "2b + remix augmentation: half of the training windows are new "
+               "mixtures of stems from different training pieces", remix=True),
+    ]
     by_name = {e.name: e for e in exts}
     exts.append(extend(by_name["4c"], "4d", "4c + exclusive cells at inference",
                        postprocess=("exclusive",)))
+    e4j = extend(by_name["4h"], "4j", "4h + remix augmentation (4i)", remix=True)
+    exts += [
+        e4j,
+        extend(e4j, "4k", "4j + exclusive cells at inference (4a on the separating base)",
+               postprocess=("exclusive",)),
+        extend(e4j, "4l", "4j + slots with activity < 0.5 silenced at inference (4e on the "
+               "separating base)", postprocess=("active",)),
+    ]
     return {e.name: e for e in sorted(exts, key=lambda e: e.name)}
 
 
@@ -220,6 +246,7 @@ BASE_LOSS_WEIGHTS: dict[str, float] = {
     "poly_mix": 0.2,
     "poly_slot": 0.05,
     "overlap": 1.0,
+    "mask": 1.0,
 }
 
 
@@ -248,6 +275,8 @@ def active_loss_terms(exp: Experiment) -> tuple[str, ...]:
         on.add("poly_slot")
     if exp.overlap_loss:
         on.add("overlap")
+    if exp.mask_target:
+        on.add("mask")
     return tuple(t for t in LOSS_TERMS if t in on)
 
 

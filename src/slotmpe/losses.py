@@ -15,6 +15,10 @@ Every pitch-map term is a binary cross-entropy. The terms (names as in
                 the source's (unclipped) polyphony.
 ``overlap``     extension (issue 18): pairwise overlap ``sum_{j<k} p_j p_k`` of the slot
                 probabilities in every cell, mean over cells (duplicate suppression).
+``mask``        extension 4h (issue 23): BCE of every slot's soft mask (``outputs["masks"]``, the
+                slot-attention decoder's masks over pitch-time cells, summing to 1 over slots)
+                against its matched stem's ratio mask (``batch["mask_target"]``) or 0 for an
+                unmatched slot, mean over all slots and the valid cells (``batch["mask_valid"]``).
 
 Reductions: each term is a mean over the elements it covers in the whole batch (e.g. ``slot`` is
 the mean BCE over all matched (slot, pitch, frame) cells of the batch, ``inactive`` over all
@@ -195,6 +199,40 @@ def overlap_loss(slot_logits: torch.Tensor) -> torch.Tensor:
     return ((s * s - (p * p).sum(dim=1)) * 0.5).mean()
 
 
+_MASK_EPS = 1e-6  # probability clamp of the mask BCE (the masks are softmax outputs)
+
+
+def mask_loss(
+    masks: torch.Tensor,
+    mask_target: torch.Tensor,
+    mask_valid: torch.Tensor,
+    matches: list[Match],
+) -> torch.Tensor:
+    """Slot-mask supervision by the stems' ratio masks (extension 4h).
+
+    Slot ``k`` matched to source ``s`` has target ``mask_target[b, s]``; an unmatched slot has
+    target 0. The BCE ``-(y log m + (1 - y) log(1 - m))`` (``m`` clamped to ``[1e-6, 1 - 1e-6]``)
+    is averaged over all ``K`` slots and the valid cells of the batch; 0 when no cell is valid.
+
+    Args:
+        masks: slot masks ``(B, K, P, T)`` in ``[0, 1]`` (sum to 1 over ``K``).
+        mask_target: ratio masks ``(B, S, P, T)`` of the sources (:mod:`slotmpe.stem_masks`).
+        mask_valid: ``(B, P, T)`` bool, cells with stem energy (the others carry no target).
+        matches: per-item Hungarian matches (slot indices, source indices).
+    """
+    valid = mask_valid.bool()
+    if not bool(valid.any()):
+        return _zero_like(masks)
+    target = torch.zeros_like(masks)
+    b, s, t = _pairs(matches, masks.device)
+    if b.numel():
+        target[b, s] = mask_target[b, t].to(masks.dtype)
+    m = masks.clamp(_MASK_EPS, 1.0 - _MASK_EPS)
+    bce = -(target * torch.log(m) + (1.0 - target) * torch.log1p(-m))  # (B, K, P, T)
+    w = valid.unsqueeze(1).to(bce.dtype)
+    return (bce * w).sum() / (w.sum() * masks.shape[1])
+
+
 def slot_targets(
     exp: Experiment, batch: Mapping[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -264,10 +302,11 @@ def compute_losses(
         exp: the experiment (decides which terms are computed and which targets the slots get).
         outputs: the model's forward dict (``mix_logits`` ``(B,72,T)``, ``slot_logits``
             ``(B,K,72,T)``, ``activity_logits`` ``(B,K)``, ``timbre`` ``(B,K,128)``,
-            ``poly_logits`` ``(B,8,T)`` as the model has them).
+            ``poly_logits`` ``(B,8,T)``, ``masks`` ``(B,K,72,T)`` as the model has them).
         batch: a collated :class:`slotmpe.data.WindowDataset` batch (``mix`` ``(B,72,T)``,
             ``family`` ``(B,4,72,T)``, ``sources`` ``(B,8,72,T)``, ``source_present`` ``(B,8)``,
-            ``source_emb`` ``(B,8,128)``, ``poly`` ``(B,T)``, ``source_poly`` ``(B,8,T)``), on the
+            ``source_emb`` ``(B,8,128)``, ``poly`` ``(B,T)``, ``source_poly`` ``(B,8,T)``; for
+            4h also ``mask_target`` ``(B,8,72,T)`` and ``mask_valid`` ``(B,72,T)``), on the
             outputs' device.
         weights: weight per term (``default_loss_weights(exp)``); terms with weight 0 are logged
             (computed without gradient) but do not enter ``total``.
@@ -284,6 +323,12 @@ def compute_losses(
                 f"loss term {name!r} has weight {w} but experiment {exp.name} cannot compute it "
                 f"(its terms: {', '.join(terms)})"
             )
+    if exp.remix and "remixed" not in batch:
+        raise ValueError(
+            f"experiment {exp.name} trains on remixed windows, but this batch does not come from "
+            "slotmpe.remix.experiment_datasets (no 'remixed' key); training it would train its "
+            "base instead"
+        )
     if exp.matching == "hungarian" and matches is None:
         matches = match_slots(exp, outputs, batch, match_emb_weight)
 
@@ -312,6 +357,14 @@ def compute_losses(
             return poly_slot_loss(outputs["slot_logits"], batch["source_poly"], matches)
         if name == "overlap":
             return overlap_loss(outputs["slot_logits"])
+        if name == "mask":
+            if "mask_target" not in batch or "mask_valid" not in batch:
+                raise ValueError(
+                    f"experiment {exp.name} supervises the slot masks: its batches need "
+                    "mask_target/mask_valid (datasets built with mask_targets=True, see "
+                    "slotmpe.remix.experiment_datasets)"
+                )
+            return mask_loss(outputs["masks"], batch["mask_target"], batch["mask_valid"], matches)
         raise KeyError(name)
 
     out: dict[str, torch.Tensor] = {}

@@ -14,6 +14,7 @@ import torch
 from slotmpe.experiments import default_loss_weights, get_experiment
 from slotmpe.losses import logged_terms
 from slotmpe.precision import cpu_info, cpu_summary, resolve_precision
+from slotmpe.remix import experiment_datasets
 from slotmpe.training.checkpoint import (
     _CKPT_VERSION,
     CHECKPOINT_NAME,
@@ -104,7 +105,8 @@ def train_experiment(
             optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
             min_lr=cfg.min_lr,
         )
-        train_ds, val_ds = make_datasets(feature_dir, cfg, embeddings)
+        # extension rows with remix augmentation / stem mask targets wrap the datasets (4h-4l)
+        train_ds, val_ds = experiment_datasets(exp, *make_datasets(feature_dir, cfg, embeddings))
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("exp %s on %s: device %s (%s), %s, %d torch threads, %d workers, %d parameters, "
                  "%d train windows/epoch, %d val windows, terms %s, selection %s, plateau %s",

@@ -255,3 +255,22 @@ def test_folder_dataset_runs_through_the_dag(workdir: Path) -> None:
     assert table[["std_ap", "std_f1"]].notna().all().all()
     assert table.loc[table["exp"] == "2b", ["slot_f1", "timbre_cos"]].notna().all().all()
     assert (workdir / "data/mine/manifest.parquet").exists()
+
+
+@pytest.mark.slow
+def test_gpu_default_run_script_cpu_path(repo_copy: Path) -> None:
+    """benchmarks/gpu_default_run.sh on the tiny profile: without a GPU it takes the CPU path,
+    runs the DAG to Table III and prints the wall time and the time per rule."""
+    script = repo_copy / "benchmarks" / "gpu_default_run.sh"
+    env = {**os.environ, "PATH": os.environ.get("PATH", "")}
+    res = subprocess.run(["bash", str(script), "--profile", "tiny", "--no-install", "--",
+                          "--cores", "2"], cwd=repo_copy, capture_output=True, text=True,
+                         timeout=1800, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    assert (repo_copy / "results" / "table3.csv").stat().st_size > 0
+    assert "CPU:" in out and "snakemake results/table3.csv:" in out
+    if shutil.which("nvidia-smi") is None:
+        assert "no NVIDIA GPU found" in out
+    rules = re.findall(r"^\s*(\w+)\s+(\d+)\s+[\d.]+", res.stdout, re.M)
+    assert {"train", "timbre", "data", "features"} <= {r for r, _ in rules}, res.stdout[-3000:]

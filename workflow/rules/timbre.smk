@@ -15,6 +15,7 @@ rule train_timbre_encoder:
     resources:
         mem_mb=6000,
         runtime=240,
+        gpu_jobs=1,  # one of the GPU's job slots (profiles/gpu: --resources gpu_jobs=N); unlimited elsewhere
     log:
         "logs/timbre/{dataset}_train.log",
     benchmark:

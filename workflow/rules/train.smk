@@ -19,6 +19,7 @@ rule train_model:
     resources:
         mem_mb=6000,
         runtime=600,
+        gpu_jobs=1,  # one of the GPU's job slots (profiles/gpu: --resources gpu_jobs=N); unlimited elsewhere
     log:
         "logs/train/{dataset}_{exp}_seed{seed}.log",
     benchmark:

@@ -215,7 +215,7 @@ def test_tune_and_evaluate_end_to_end(tmp_path: Path, tiny_cache: Path, exp: str
     # per_file.csv: one row per (test file, output) whose summed counts give the pooled F1
     import pandas as pd
 
-    from slotmpe.stats import PER_FILE_COLUMNS
+    from slotmpe.results.stats import PER_FILE_COLUMNS
 
     pf = pd.read_csv(run / "per_file.csv", dtype={"file": str})
     assert list(pf.columns) == list(PER_FILE_COLUMNS)

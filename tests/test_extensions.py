@@ -249,8 +249,8 @@ def _run(root: Path, exp: str, seed: int, slot_f1: float, dup: float, tp: list[i
 
 
 def test_table3_ext_from_runs(tmp_path: Path) -> None:
-    pytest.importorskip("slotmpe.stats")
-    from slotmpe.report_ext import ext_rows_with_bases, write_table3_ext
+    pytest.importorskip("slotmpe.results.stats")
+    from slotmpe.results.ext import ext_rows_with_bases, write_table3_ext
 
     rows = [("4a", "chamber")]
     assert ext_rows_with_bases(rows) == [("4a", "chamber"), ("2b", "chamber")]
@@ -269,7 +269,7 @@ def test_table3_ext_from_runs(tmp_path: Path) -> None:
     md = (tmp_path / "t.md").read_text()
     assert "| 4a | 2b | chamber | 2 |" in md and "Dup %" in md
     assert list(pd.read_csv(tmp_path / "t.csv")["exp"]) == ["4a"]
-    from slotmpe.report_ext import ExtTableError
+    from slotmpe.results.ext import ExtTableError
 
     with pytest.raises(ExtTableError, match="no metrics for 2b/chamber"):
         write_table3_ext(paths[:2], rows, tmp_path / "u.csv", tmp_path / "u.md")

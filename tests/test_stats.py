@@ -1,4 +1,4 @@
-"""Tests of slotmpe.stats: paired bootstrap effects on synthetic per-file counts, seed aggregation."""
+"""Tests of slotmpe.results.stats: paired bootstrap effects on synthetic per-file counts, seed aggregation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slotmpe.stats import (
+from slotmpe.results.stats import (
     PER_FILE_COLUMNS,
     StatsError,
     aggregate_seeds,

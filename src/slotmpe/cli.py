@@ -189,10 +189,10 @@ def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[s
 
 
 def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
-    """Write Table I (``slotmpe.report.write_table1``) to ``out_csv`` and print it; returns 0."""
+    """Write Table I (``slotmpe.results.table1.write_table1``) to ``out_csv`` and print it; returns 0."""
     import csv
 
-    from slotmpe.report import write_table1
+    from slotmpe.results.table1 import write_table1
 
     out = Path(out_csv)
     write_table1(out)

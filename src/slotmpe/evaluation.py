@@ -22,7 +22,7 @@ metric.
 
 ``per_file.csv`` (beside ``metrics.json``): per test file and output (``mix``, ``slot``) the cell
 counts ``tp, fp, fn`` at the tuned thresholds (see :func:`per_file_counts`), so that
-:mod:`slotmpe.stats` computes seed and file statistics without rerunning inference.
+:mod:`slotmpe.results.stats` computes seed and file statistics without rerunning inference.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
 from slotmpe.inference import DEFAULT_MAX_FRAMES, inference_frames, predict
 from slotmpe.postprocess import DuplicateCounter, postprocess_prediction, target_duplicate_counts
-from slotmpe.stats import PER_FILE_NAME
+from slotmpe.results.stats import PER_FILE_NAME
 from slotmpe.utils import atomic_path, get_logger, resolve_device
 
 if TYPE_CHECKING:
@@ -222,14 +222,14 @@ def collect(
 def per_file_counts(res: SplitResults, t_mix: float, t_slot: float | None) -> pd.DataFrame:
     """One row per (file, output) of the pooled cells at the thresholds (``per_file.csv``).
 
-    Columns :data:`slotmpe.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
+    Columns :data:`slotmpe.results.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
     ``"slot"`` (slot rows only for experiments with slots and a slot threshold), ``tp, fp, fn``
     (cells at the threshold; their sums over all files are the pooled Table III counts),
     ``n_frames`` and the ``threshold`` used.
     """
     import pandas as pd
 
-    from slotmpe.stats import PER_FILE_COLUMNS
+    from slotmpe.results.stats import PER_FILE_COLUMNS
 
     rows = []
     for i, (y, s) in enumerate(zip(res.mix.labels, res.mix.scores, strict=True)):
@@ -317,7 +317,7 @@ def evaluate_model(
     """Table III metrics of one trained model on the full ``split`` files -> ``metrics.json``.
 
     Also writes the per-file counts (:func:`per_file_counts`) to ``per_file_path`` (default:
-    ``per_file.csv`` beside ``out_path``), the input of :mod:`slotmpe.stats`.
+    ``per_file.csv`` beside ``out_path``), the input of :mod:`slotmpe.results.stats`.
 
     Args:
         model_path: ``model.pt``; thresholds_path: ``thresholds.json`` from :func:`tune_thresholds`.

@@ -220,7 +220,7 @@ def build_generalisation(
         key = (str(m["exp"]), str(m["train_dataset"]), str(m["test_dataset"]), retuned)
         groups.setdefault(key, []).append(m)
     any_retuned = any(k[3] for k in groups)
-    from slotmpe.report import order_rows
+    from slotmpe.results.table3 import order_rows
 
     records = []
     for exp, ds in order_rows([(str(e), str(d)) for e, d in rows]):

@@ -223,11 +223,11 @@ def table3(
 ) -> None:
     """Aggregate per-run metrics into Table III, its Markdown rendering and the paper comparison;
     with ``per_file_paths`` (``results/{ds}/{exp}/seed{s}/per_file.csv``) also the findings."""
-    from slotmpe.report import write_table3
+    from slotmpe.results.table3 import write_table3
 
     write_table3(metrics_paths, rows, out_csv, out_md, out_vs_paper, dict(aliases))
     if per_file_paths is not None and findings_csv is not None and findings_md is not None:
-        from slotmpe.findings import write_findings
+        from slotmpe.results.findings import write_findings
 
         cells: dict[tuple[str, str], list[Path]] = {}
         for p in per_file_paths:
@@ -239,6 +239,6 @@ def table3(
 def table1(out_csv: Path, widths: str = "efficient") -> None:
     """Write Table I: the eight configurations with our and the paper's parameter counts, the
     parameters per component, those that train and the MFLOPs per window (``widths`` preset)."""
-    from slotmpe.report import write_table1
+    from slotmpe.results.table1 import write_table1
 
     write_table1(out_csv, widths)

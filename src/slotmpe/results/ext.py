@@ -13,7 +13,7 @@ One row per configured ``(exp, dataset)`` of ``table3_ext_rows`` (an extension, 
     the same means for the base on the same dataset.
 ``effect, ci_low, ci_high, n_files``
     stem F1 of the extension minus that of its base, in points, on the seeds both have, with the
-    paired file bootstrap 95 % CI of :func:`slotmpe.stats.paired_effect` on their
+    paired file bootstrap 95 % CI of :func:`slotmpe.results.stats.paired_effect` on their
     ``per_file.csv`` (the same statistic as ``results/findings.*``).
 """
 
@@ -80,7 +80,7 @@ def _runs(metrics_paths: Iterable[Path]) -> dict[tuple[str, str], dict[int, Path
 
 
 def _mean_std(paths: Iterable[Path], key: str) -> tuple[float | None, float | None]:
-    from slotmpe.stats import mean_std
+    from slotmpe.results.stats import mean_std
 
     return mean_std([json.loads(Path(p).read_text()).get(key) for p in paths])
 
@@ -93,7 +93,7 @@ def build_table3_ext(
     ``metrics_paths``: ``metrics.json`` of every seed of every row and of its base, each with its
     ``per_file.csv`` beside it. ``ExtTableError`` when a row or its base has no run.
     """
-    from slotmpe.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+    from slotmpe.results.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
 
     runs = _runs(metrics_paths)
     recs = []

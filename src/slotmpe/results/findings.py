@@ -1,7 +1,7 @@
 """The paper's findings tested on our runs: ``results/findings.csv`` and ``results/findings.md``.
 
 Each finding compares two (exp, dataset) cells of Table III on one metric with
-:func:`slotmpe.stats.paired_effect` (effect ``exp_a - exp_b`` in points, 95 % paired bootstrap
+:func:`slotmpe.results.stats.paired_effect` (effect ``exp_a - exp_b`` in points, 95 % paired bootstrap
 CI over test files, every seed kept), beside the paper's effect from its Table III
 (``reference/paper_table3.csv``). Datasets are named as in the paper (``urmp``, ``mshoxxdb``); a
 configured dataset stands in for the paper's through ``paper_aliases`` (chamber -> urmp,
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slotmpe.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+from slotmpe.results.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
@@ -74,7 +74,7 @@ def verdict(ci_low: float, ci_high: float, paper_effect: float) -> str:
 
 
 def _paper_effect(f: Finding) -> float:
-    from slotmpe.report import paper_table3
+    from slotmpe.results.table3 import paper_table3
 
     p = paper_table3().set_index(["exp", "dataset"])
     try:

@@ -266,6 +266,8 @@ def test_table3_ext_from_runs(tmp_path: Path) -> None:
     assert r["slot_f1"] == 61.0 and r["base_slot_f1"] == 50.5 and r["dup_rate"] == 0.0
     assert r["base_dup_rate"] == 21.0 and r["n_files"] == 4
     assert r["ci_low"] <= r["effect"] <= r["ci_high"] and r["effect"] > 0
+    assert r["ci_method"].startswith("two-level") and bool(r["seeds_agree"])
+    assert r["min_detectable"] == pytest.approx((r["ci_high"] - r["ci_low"]) / 2, abs=0.011)
     md = (tmp_path / "t.md").read_text()
     assert "| 4a | 2b | chamber | 2 |" in md and "Dup %" in md
     assert list(pd.read_csv(tmp_path / "t.csv")["exp"]) == ["4a"]

@@ -183,6 +183,28 @@ def test_findings_effects_ci_and_verdicts(tmp_path: Path) -> None:
     assert not any(k[1] == "chamber" and k[0] == "timbre_vs_film" for k in got)
     md = (tmp_path / "findings.md").read_text()
     assert "chamber (~urmp)" in md and "not resolved at this budget" in md
+    assert set(df["ci_method"]) == {"two-level paired bootstrap (seeds, files)"}
+    assert bool(m.seeds_agree) and len(m.seed_effects.split(";")) == 2
+    assert m.min_detectable == pytest.approx((m.ci_high - m.ci_low) / 2, abs=0.011)
+    assert "Detectable" in md and f"±{m.min_detectable:.2f}" in md
+
+
+def test_findings_need_two_seeds_that_agree(tmp_path: Path) -> None:
+    """One seed: the CI is over files only and says so; no verdict. Seeds of opposite sign: no
+    verdict either, even where the interval alone would exclude 0."""
+    from slotmpe.results.findings import HOLDS, UNRESOLVED, verdict, write_findings
+
+    one = {(e, "chamber"): [_per_file_csv(tmp_path / "one", e, "chamber", 0, r)]
+           for e, r in (("1b", 0.3), ("1c", 0.7))}
+    df = write_findings(one, tmp_path / "f1.csv", tmp_path / "f1.md", ALIASES, n_resamples=300)
+    r = df.iloc[0]
+    assert r["n_seeds"] == 1 and "1 seed" in r["ci_method"] and r["ci_low"] > 0
+    assert r["verdict"] == UNRESOLVED
+    assert "files only: 1 seed" in (tmp_path / "f1.md").read_text()
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=3, n_files=15) == HOLDS
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=False, n_seeds=3, n_files=15) == UNRESOLVED
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=1, n_files=15) == UNRESOLVED
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=3, n_files=4) == UNRESOLVED
 
 
 def test_table3_uses_the_stats_module_for_std(tmp_path: Path) -> None:

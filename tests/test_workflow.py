@@ -233,7 +233,9 @@ def test_tiny_two_seeds_give_std_columns_and_findings(workdir: Path) -> None:
         _, meta = load_checkpoint(workdir / f"results/chamber/3a/seed{seed}/model.pt")
         assert meta["extra"]["derived_from"] == "2b" and meta["extra"]["seed"] == seed
         pf = pd.read_csv(workdir / f"results/chamber/3a/seed{seed}/per_file.csv")
-        assert set(pf["output"]) == {"mix", "slot"}
+        assert {"mix", "slot", "note_onset", "multi_instrument"} <= set(pf["output"])
+    notes = pd.read_csv(workdir / "results/table3_notes.csv", dtype={"exp": str})
+    assert len(notes) == len(table) and notes["note_onset_f1"].notna().all()
 
 
 @pytest.mark.slow

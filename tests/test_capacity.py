@@ -1,12 +1,12 @@
-"""Capacity accounting (slotmpe.capacity) and the width presets (model.widths)."""
+"""Capacity accounting (slotmpe.results.capacity) and the width presets (model.widths)."""
 
 from __future__ import annotations
 
 import pytest
 
-from slotmpe.capacity import COMPONENTS, component_params, forward_mflops, grad_params
 from slotmpe.experiments import EXPERIMENTS
 from slotmpe.models import WIDTH_PRESETS, build_model, count_parameters
+from slotmpe.results.capacity import COMPONENTS, component_params, forward_mflops, grad_params
 
 
 @pytest.mark.parametrize("preset", sorted(WIDTH_PRESETS))

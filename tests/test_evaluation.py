@@ -99,13 +99,33 @@ def test_predict_rejects_bad_shape() -> None:
 # ------------------------------------------------------------------------------------------
 
 
+INSTRUMENT_OF = {"strings": "violin", "woodwinds": "flute", "brass": "trumpet",
+                 "keyboards": "piano"}
+
+
+def _roll_notes(roll: np.ndarray) -> list[tuple[float, float, int]]:
+    """Notes ``(onset_s, offset_s, midi)`` of a bool ``(72, T)`` roll: one per run of frames."""
+    out = []
+    for p in range(roll.shape[0]):
+        on = np.concatenate(([0], roll[p].astype(np.int8), [0]))
+        d = np.diff(on)
+        for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True):
+            out.append((a * 0.032, b * 0.032, 23 + p))
+    return sorted(out)
+
+
 def _tiny_cache(root: Path) -> Path:
-    """A feature cache of 2 val + 2 test pieces written through the feature-cache contract."""
+    """A feature cache of 2 val + 2 test pieces written through the feature-cache contract, with
+    the manifest and notes files (one note per run of roll frames) beside it."""
     features = pytest.importorskip("slotmpe.features")
+    import pandas as pd
+
     out = root / "features"
     out.mkdir(parents=True)
+    (root / "notes").mkdir()
     rng = np.random.default_rng(0)
     rows = []
+    manifest = []
     for i, split in enumerate(("val", "val", "test", "test")):
         t = 40 + 7 * i
         s = 10 if i == 3 else 3  # the last test piece has more sources than the 8 slots
@@ -129,11 +149,21 @@ def _tiny_cache(root: Path) -> Path:
             source_rolls=src, family_rolls=fam, mix_roll=mix,
             poly=np.clip(mix.sum(axis=0), 0, 7).astype(np.uint8), source_poly=sp,
             track_ids=np.array([f"{piece}_{j}" for j in range(s)]),
-            instruments=np.array(["violin"] * s), families=np.array(fams),
+            instruments=np.array([INSTRUMENT_OF[f] for f in fams]), families=np.array(fams),
             has_stems=np.array(True), n_frames=np.array(t),
         )
         rows.append(f"{piece},{split},{t},{s}")
+        for j in range(s):
+            notes = pd.DataFrame(_roll_notes(src[j]), columns=["onset_s", "offset_s", "midi"])
+            notes.to_csv(root / "notes" / f"{piece}_{j}.csv", index=False)
+            manifest.append({
+                "dataset": "tiny", "piece_id": piece, "split": split, "track_id": f"{piece}_{j}",
+                "instrument": INSTRUMENT_OF[fams[j]], "family": fams[j], "pitched": True,
+                "stem_path": "", "mix_path": f"audio/{piece}.wav",
+                "notes_path": f"notes/{piece}_{j}.csv", "duration_s": t * 0.032,
+            })
     (out / "index.csv").write_text("piece_id,split,n_frames,n_sources\n" + "\n".join(rows) + "\n")
+    pd.DataFrame(manifest).to_parquet(root / "manifest.parquet")
     return out
 
 
@@ -215,19 +245,55 @@ def test_tune_and_evaluate_end_to_end(tmp_path: Path, tiny_cache: Path, exp: str
     # per_file.csv: one row per (test file, output) whose summed counts give the pooled F1
     import pandas as pd
 
-    from slotmpe.stats import PER_FILE_COLUMNS
+    from slotmpe.results.stats import PER_FILE_COLUMNS
 
     pf = pd.read_csv(run / "per_file.csv", dtype={"file": str})
     assert list(pf.columns) == list(PER_FILE_COLUMNS)
-    outputs = ["mix"] if exp == "1a" else ["mix", "slot"]
+    notes = ["note_onoff", "note_onset"]
+    outputs = (["mix"] + notes if exp == "1a" else
+               ["mix", "multi_instrument"] + notes + ["slot", "slot_note_onoff", "slot_note_onset"])
     assert sorted(set(pf["output"])) == outputs
-    for out, key in (("mix", "std_f1"), ("slot", "slot_f1")):
+    note_keys = ("note_onset_f1", "note_onoff_f1", "slot_note_onset_f1", "slot_note_onoff_f1",
+                 "multi_instrument_f1")
+    for key in note_keys:
+        if exp == "1a" and not key.startswith("note"):
+            assert m[key] is None
+        else:
+            assert 0.0 <= m[key] <= 100.0
+    for out, key in (("mix", "std_f1"), ("slot", "slot_f1"),
+                     *((k.removesuffix("_f1"), k) for k in note_keys)):
         if out not in outputs:
             continue
         rows = pf[pf["output"] == out]
         assert sorted(rows["file"]) == ["p2", "p3"] and sorted(rows["n_frames"]) == [54, 61]
         tp, fp, fn = (int(rows[c].sum()) for c in ("tp", "fp", "fn"))
         assert 100 * metrics.prf_from_counts(tp, fp, fn)["f1"] == pytest.approx(m[key])
+
+    # mixture note counts: notes made as `slotmpe transcribe` makes them (96 ms minimum, 64 ms
+    # gaps bridged) at the tuned threshold, scored by mir_eval against the notes files
+    import mir_eval
+
+    from slotmpe.transcribe.notes import probs_to_notes
+
+    n_ref = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        pid = item["piece_id"]
+        ref = pd.concat([pd.read_csv(tiny_cache.parent / "notes" / f"{pid}_{j}.csv")
+                         for j in range(10 if pid == "p3" else 3)]).drop_duplicates()
+        n_ref += len(ref)
+        est = probs_to_notes(inference.predict(model, item["x"])["mix"], th["mix"], 3, 2)
+        hz = mir_eval.util.midi_to_hz
+        for out, ratio in (("note_onset", None), ("note_onoff", 0.2)):
+            match = mir_eval.transcription.match_notes(
+                ref[["onset_s", "offset_s"]].to_numpy(), hz(ref["midi"].to_numpy(float)),
+                np.array([[n.onset_s, min(n.offset_s, len(item["mix"][0]) * 0.032)]
+                          for n in est]).reshape(-1, 2),
+                hz(np.array([n.midi for n in est], float)), offset_ratio=ratio)
+            row = pf[(pf["output"] == out) & (pf["file"] == pid)].iloc[0]
+            assert (row["tp"], row["tp"] + row["fp"], row["tp"] + row["fn"]) == \
+                (len(match), len(est), len(ref))
+    assert m["n_ref_notes"] == n_ref
 
 
 def test_evaluate_errors_name_the_file(tmp_path: Path, tiny_cache: Path) -> None:

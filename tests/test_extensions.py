@@ -249,8 +249,8 @@ def _run(root: Path, exp: str, seed: int, slot_f1: float, dup: float, tp: list[i
 
 
 def test_table3_ext_from_runs(tmp_path: Path) -> None:
-    pytest.importorskip("slotmpe.stats")
-    from slotmpe.report_ext import ext_rows_with_bases, write_table3_ext
+    pytest.importorskip("slotmpe.results.stats")
+    from slotmpe.results.ext import ext_rows_with_bases, write_table3_ext
 
     rows = [("4a", "chamber")]
     assert ext_rows_with_bases(rows) == [("4a", "chamber"), ("2b", "chamber")]
@@ -266,10 +266,12 @@ def test_table3_ext_from_runs(tmp_path: Path) -> None:
     assert r["slot_f1"] == 61.0 and r["base_slot_f1"] == 50.5 and r["dup_rate"] == 0.0
     assert r["base_dup_rate"] == 21.0 and r["n_files"] == 4
     assert r["ci_low"] <= r["effect"] <= r["ci_high"] and r["effect"] > 0
+    assert r["ci_method"].startswith("two-level") and bool(r["seeds_agree"])
+    assert r["min_detectable"] == pytest.approx((r["ci_high"] - r["ci_low"]) / 2, abs=0.011)
     md = (tmp_path / "t.md").read_text()
     assert "| 4a | 2b | chamber | 2 |" in md and "Dup %" in md
     assert list(pd.read_csv(tmp_path / "t.csv")["exp"]) == ["4a"]
-    from slotmpe.report_ext import ExtTableError
+    from slotmpe.results.ext import ExtTableError
 
     with pytest.raises(ExtTableError, match="no metrics for 2b/chamber"):
         write_table3_ext(paths[:2], rows, tmp_path / "u.csv", tmp_path / "u.md")

@@ -43,7 +43,8 @@ def test_cross_runs_from_config() -> None:
 
 
 def _metrics(path: Path, exp: str, train: str, test: str | None, f1: float, slot: float | None) -> Path:
-    m = {"exp": exp, "dataset": train, "seed": 0, "std_f1": f1, "slot_f1": slot}
+    m = {"exp": exp, "dataset": train, "seed": 0, "std_f1": f1, "slot_f1": slot,
+         "note_onoff_f1": f1 / 2, "multi_instrument_f1": None if slot is None else slot / 2}
     if test is not None:
         m.update(train_dataset=train, test_dataset=test)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,12 @@ def test_generalisation_table_means_over_seeds(tmp_path: Path) -> None:
     md = (tmp_path / "g.md").read_text()
     assert "| 2b | chamber | 55.00 / 35.00 | 25.00 / 15.00 | 2 |" in md
     assert "| 1a | electro | 25.00 / – | 70.00 / – | 1 |" in md
-    assert pd.read_csv(tmp_path / "g.csv").shape == (2, 7)
+    # note level: note on-off F1 / multi-instrument F1, means over seeds
+    assert row["electro:note_onoff_f1"] == 12.5 and row["chamber:multi_instrument_f1"] == 17.5
+    notes = md.split("## Note level")[1]
+    assert "| 2b | chamber | 27.50 / 17.50 | 12.50 / 7.50 | 2 |" in notes
+    assert "| 1a | electro | 12.50 / – | 35.00 / – | 1 |" in notes
+    assert pd.read_csv(tmp_path / "g.csv").shape == (2, 11)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of slotmpe.report: Table III from synthetic metrics files, Table I."""
+"""Tests of slotmpe.results.table3 / table1: Table III from synthetic metrics files, Table I."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slotmpe import report
-from slotmpe.report import METRIC_COLUMNS, ReportError
+from slotmpe.results import table1, table3
+from slotmpe.results.table3 import METRIC_COLUMNS, ReportError
 
 ALIASES = {"chamber": "urmp", "electro": "mshoxxdb"}
 
@@ -46,17 +46,17 @@ def _outputs(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_order_rows_follows_paper() -> None:
-    assert report.order_rows(ROWS, ALIASES) == EXPECTED_ORDER
-    assert report.order_rows([("1a", "urmp"), ("1a", "musicnet")]) == [("1a", "musicnet"), ("1a", "urmp")]
+    assert table3.order_rows(ROWS, ALIASES) == EXPECTED_ORDER
+    assert table3.order_rows([("1a", "urmp"), ("1a", "musicnet")]) == [("1a", "musicnet"), ("1a", "urmp")]
 
 
 def test_table3_single_seed(tmp_path: Path) -> None:
     paths = [_write(tmp_path / "results", _metrics(e, d, 0, 10.0 + i)) for i, (e, d) in enumerate(ROWS)]
     out_csv, out_md, out_vs = _outputs(tmp_path)
-    df = report.write_table3(paths, ROWS, out_csv, out_md, out_vs, ALIASES)
+    df = table3.write_table3(paths, ROWS, out_csv, out_md, out_vs, ALIASES)
     assert list(zip(df["exp"], df["dataset"], strict=True)) == EXPECTED_ORDER
     csv = pd.read_csv(out_csv, dtype={"exp": str})
-    assert list(csv.columns) == report.paper_table3_columns() + ["n_seeds"]
+    assert list(csv.columns) == table3.paper_table3_columns() + ["n_seeds"]
     assert (csv["n_seeds"] == 1).all()
     # 1c chamber was written with base 11.0
     row = csv[(csv.exp == "1c") & (csv.dataset == "chamber")].iloc[0]
@@ -80,8 +80,8 @@ def test_table3_multiple_seeds(tmp_path: Path) -> None:
     for seed, base in ((0, 10.0), (1, 12.0), (2, 14.0)):
         paths += [_write(tmp_path, _metrics(e, d, seed, base)) for e, d in rows]
     out_csv, out_md, out_vs = _outputs(tmp_path)
-    df = report.write_table3(paths, rows, out_csv, out_md, out_vs, ALIASES)
-    cols = report.paper_table3_columns()
+    df = table3.write_table3(paths, rows, out_csv, out_md, out_vs, ALIASES)
+    cols = table3.paper_table3_columns()
     assert list(df.columns) == cols + ["n_seeds"] + [f"{c}_std" for c in cols[2:]]
     r = df.iloc[0]
     assert r["n_seeds"] == 3
@@ -95,9 +95,9 @@ def test_table3_multiple_seeds(tmp_path: Path) -> None:
 def test_table3_missing_metrics_file_is_an_error(tmp_path: Path) -> None:
     paths = [_write(tmp_path, _metrics("1a", "chamber", 0, 10.0))]
     with pytest.raises(ReportError, match="1c/chamber"):
-        report.write_table3(paths, [("1a", "chamber"), ("1c", "chamber")], *_outputs(tmp_path), ALIASES)
+        table3.write_table3(paths, [("1a", "chamber"), ("1c", "chamber")], *_outputs(tmp_path), ALIASES)
     with pytest.raises(ReportError, match="does not exist"):
-        report.write_table3([tmp_path / "nope.json"], [("1a", "chamber")], *_outputs(tmp_path), ALIASES)
+        table3.write_table3([tmp_path / "nope.json"], [("1a", "chamber")], *_outputs(tmp_path), ALIASES)
     assert not (tmp_path / "t3.csv").exists()
 
 
@@ -105,12 +105,12 @@ def test_table3_duplicate_seed_is_an_error(tmp_path: Path) -> None:
     p1 = _write(tmp_path / "a", _metrics("1a", "chamber", 0, 10.0))
     p2 = _write(tmp_path / "b", _metrics("1a", "chamber", 0, 11.0))
     with pytest.raises(ReportError, match="two metrics files"):
-        report.build_table3([p1, p2], [("1a", "chamber")], ALIASES)
+        table3.build_table3([p1, p2], [("1a", "chamber")], ALIASES)
 
 
 def test_table1(tmp_path: Path) -> None:
     pytest.importorskip("slotmpe.models")
-    df = report.write_table1(tmp_path / "table1.csv")
+    df = table1.write_table1(tmp_path / "table1.csv")
     assert list(df.columns) == ["exp", "task", "slots", "matching", "flags", "params",
                                 "paper_params", "delta_pct", "widths", "trunk", "global_branch",
                                 "slot_branch", "slot_attention", "ffn", "decoder", "heads",
@@ -124,7 +124,7 @@ def test_table1(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# Findings (slotmpe.findings) from synthetic per-file tables
+# Findings (slotmpe.results.findings) from synthetic per-file tables
 # ------------------------------------------------------------------------------------------
 
 
@@ -149,7 +149,13 @@ def _per_file_csv(root: Path, exp: str, ds: str, seed: int, recall: float) -> Pa
 
 
 def test_findings_effects_ci_and_verdicts(tmp_path: Path) -> None:
-    from slotmpe.findings import FINDINGS_COLUMNS, HOLDS, REVERSED, UNRESOLVED, write_findings
+    from slotmpe.results.findings import (
+        FINDINGS_COLUMNS,
+        HOLDS,
+        REVERSED,
+        UNRESOLVED,
+        write_findings,
+    )
 
     recall = {"1b": 0.3, "1c": 0.7, "2a": 0.6, "2b": 0.4, "3a": 0.5, "3b": 0.5, "3c": 0.8}
     cells = {}
@@ -177,14 +183,36 @@ def test_findings_effects_ci_and_verdicts(tmp_path: Path) -> None:
     assert not any(k[1] == "chamber" and k[0] == "timbre_vs_film" for k in got)
     md = (tmp_path / "findings.md").read_text()
     assert "chamber (~urmp)" in md and "not resolved at this budget" in md
+    assert set(df["ci_method"]) == {"two-level paired bootstrap (seeds, files)"}
+    assert bool(m.seeds_agree) and len(m.seed_effects.split(";")) == 2
+    assert m.min_detectable == pytest.approx((m.ci_high - m.ci_low) / 2, abs=0.011)
+    assert "Detectable" in md and f"±{m.min_detectable:.2f}" in md
+
+
+def test_findings_need_two_seeds_that_agree(tmp_path: Path) -> None:
+    """One seed: the CI is over files only and says so; no verdict. Seeds of opposite sign: no
+    verdict either, even where the interval alone would exclude 0."""
+    from slotmpe.results.findings import HOLDS, UNRESOLVED, verdict, write_findings
+
+    one = {(e, "chamber"): [_per_file_csv(tmp_path / "one", e, "chamber", 0, r)]
+           for e, r in (("1b", 0.3), ("1c", 0.7))}
+    df = write_findings(one, tmp_path / "f1.csv", tmp_path / "f1.md", ALIASES, n_resamples=300)
+    r = df.iloc[0]
+    assert r["n_seeds"] == 1 and "1 seed" in r["ci_method"] and r["ci_low"] > 0
+    assert r["verdict"] == UNRESOLVED
+    assert "files only: 1 seed" in (tmp_path / "f1.md").read_text()
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=3, n_files=15) == HOLDS
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=False, n_seeds=3, n_files=15) == UNRESOLVED
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=1, n_files=15) == UNRESOLVED
+    assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=3, n_files=4) == UNRESOLVED
 
 
 def test_table3_uses_the_stats_module_for_std(tmp_path: Path) -> None:
-    from slotmpe.stats import mean_std
+    from slotmpe.results.stats import mean_std
 
     paths = [_write(tmp_path, _metrics("1c", "chamber", s, b)) for s, b in ((0, 40.0), (1, 50.0),
                                                                             (2, 66.0))]
-    df = report.build_table3(paths, [("1c", "chamber")], ALIASES)
+    df = table3.build_table3(paths, [("1c", "chamber")], ALIASES)
     mean, std = mean_std([41.0, 51.0, 67.0])
     assert df.loc[0, "std_f1"] == pytest.approx(round(mean, 2))
     assert df.loc[0, "std_f1_std"] == pytest.approx(round(std, 2)) and df.loc[0, "n_seeds"] == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slotmpe.report_pages import (
+from slotmpe.results.pages import (
     csv_page,
     loss_terms,
     markdown_page,

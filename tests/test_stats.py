@@ -1,4 +1,4 @@
-"""Tests of slotmpe.stats: paired bootstrap effects on synthetic per-file counts, seed aggregation."""
+"""Tests of slotmpe.results.stats: paired bootstrap effects on synthetic per-file counts, seed aggregation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slotmpe.stats import (
+from slotmpe.results.stats import (
+    CI_FILES_ONLY,
+    CI_NONE,
+    CI_SEEDS_ONLY,
+    CI_TWO_LEVEL,
     PER_FILE_COLUMNS,
     StatsError,
     aggregate_seeds,
@@ -74,7 +78,9 @@ def test_pairing_uses_common_files_and_seeds_only() -> None:
     same = paired_effect(a, a, output="slot", n_resamples=200)  # constant statistic
     assert same.effect == same.ci_low == same.ci_high == 0.0
     one = paired_effect(a[a["file"] == "f05"], b, output="slot", n_resamples=50)
-    assert one.n_files == 1 and np.isnan(one.ci_low) and np.isnan(one.ci_high)
+    assert one.n_files == 1 and one.ci_method == CI_SEEDS_ONLY and one.ci_low <= one.ci_high
+    none = paired_effect(a[(a["file"] == "f05") & (a["seed"] == 1)], b, n_resamples=50)
+    assert none.ci_method == CI_NONE and np.isnan(none.ci_low) and np.isnan(none.ci_high)
     with pytest.raises(StatsError, match="no common seed"):
         paired_effect(a, b[b["seed"] == 3], n_resamples=10)
     with pytest.raises(ValueError, match="output"):
@@ -120,3 +126,55 @@ def test_aggregate_seeds_mean_and_sample_std() -> None:
     assert r.loc["2b", "slot_f1"] == 50.0 and r.loc["2b", "slot_f1_std"] == pytest.approx(10.0)
     assert r.loc["2b", "n_seeds"] == 3 and pd.isna(r.loc["1a", "slot_f1"])
     assert r.loc["1a", "std_f1"] == 4.0 and pd.isna(r.loc["1a", "std_f1_std"])
+
+
+def _seeded(recall_a: dict[int, float], recall_b: float, n_files: int = 15,
+            seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-file tables of two cells where cell ``a`` has its own recall in every seed (a trained
+    model per seed) and ``b`` the same recall ``recall_b`` in every seed; files vary in size and
+    difficulty alike on both sides."""
+    rng = np.random.default_rng(seed)
+    diff = rng.uniform(0.7, 1.0, size=n_files)
+    a = pd.concat([_per_file(r, rng, seeds=(s,), n_files=n_files, file_difficulty=diff)
+                   for s, r in recall_a.items()], ignore_index=True)
+    b = _per_file(recall_b, rng, seeds=tuple(recall_a), n_files=n_files, file_difficulty=diff)
+    return a, b
+
+
+def test_seeds_of_opposite_sign_give_an_interval_covering_zero() -> None:
+    """Three seeds whose effects disagree in sign (+, +, -) on 15 files: the file bootstrap of
+    round 2 (seeds held fixed) gave a narrow interval excluding 0; the two-level interval covers 0
+    and ``seeds_agree`` is False."""
+    a, b = _seeded({0: 0.80, 1: 0.78, 2: 0.45}, 0.6)
+    res = paired_effect(a, b, output="slot", n_resamples=2000)
+    assert res.ci_method == CI_TWO_LEVEL and (res.n_seeds, res.n_files) == (3, 15)
+    assert res.seed_effects[0] > 5 and res.seed_effects[1] > 5 and res.seed_effects[2] < -5
+    assert not res.seeds_agree
+    assert res.effect > 0  # the mean over seeds is positive ...
+    assert res.ci_low < 0.0 < res.ci_high  # ... but not resolved
+    # the draws do not depend on the batch size (reproducible findings)
+    assert paired_effect(a, b, output="slot", n_resamples=2000, batch=7) == res
+
+
+def test_consistent_effect_gives_an_interval_excluding_zero() -> None:
+    a, b = _seeded({0: 0.80, 1: 0.76, 2: 0.78}, 0.6)
+    res = paired_effect(a, b, output="slot", n_resamples=2000)
+    assert res.seeds_agree and all(d > 0 for d in res.seed_effects)
+    assert res.ci_method == CI_TWO_LEVEL
+    assert 0.0 < res.ci_low < res.effect < res.ci_high
+    assert 0 < res.half_width < 5.0
+
+
+def test_one_seed_says_so_and_the_interval_is_over_files() -> None:
+    a, b = _seeded({7: 0.8}, 0.6)
+    res = paired_effect(a, b, output="slot", n_resamples=500)
+    assert res.n_seeds == 1 and res.ci_method == CI_FILES_ONLY and res.seeds_agree
+    assert res.ci_low < res.effect < res.ci_high
+
+
+def test_note_outputs_are_compared_like_cells() -> None:
+    a, b = _seeded({0: 0.8, 1: 0.8}, 0.6)
+    a["output"] = a["output"].replace({"slot": "multi_instrument"})
+    b["output"] = b["output"].replace({"slot": "multi_instrument"})
+    res = paired_effect(a, b, output="multi_instrument", n_resamples=200)
+    assert res.n_seeds == 2 and res.effect > 5

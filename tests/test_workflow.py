@@ -219,8 +219,8 @@ def test_tiny_two_seeds_give_std_columns_and_findings(workdir: Path) -> None:
     assert {"slot_f1_std", "std_f1_std", "slot_ap_std"} <= set(table.columns)
     assert table[["slot_f1_std", "std_f1_std"]].notna().all().all()
     assert "±" in (workdir / "results/table3.md").read_text()
-    from slotmpe.findings import FINDINGS_COLUMNS, HOLDS, REVERSED, UNRESOLVED
     from slotmpe.models import load_checkpoint
+    from slotmpe.results.findings import FINDINGS_COLUMNS, HOLDS, REVERSED, UNRESOLVED
 
     findings = pd.read_csv(workdir / "results/findings.csv", dtype={"exp_a": str, "exp_b": str})
     assert list(findings.columns) == list(FINDINGS_COLUMNS)
@@ -233,7 +233,9 @@ def test_tiny_two_seeds_give_std_columns_and_findings(workdir: Path) -> None:
         _, meta = load_checkpoint(workdir / f"results/chamber/3a/seed{seed}/model.pt")
         assert meta["extra"]["derived_from"] == "2b" and meta["extra"]["seed"] == seed
         pf = pd.read_csv(workdir / f"results/chamber/3a/seed{seed}/per_file.csv")
-        assert set(pf["output"]) == {"mix", "slot"}
+        assert {"mix", "slot", "note_onset", "multi_instrument"} <= set(pf["output"])
+    notes = pd.read_csv(workdir / "results/table3_notes.csv", dtype={"exp": str})
+    assert len(notes) == len(table) and notes["note_onset_f1"].notna().all()
 
 
 @pytest.mark.slow

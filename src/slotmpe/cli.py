@@ -189,10 +189,10 @@ def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[s
 
 
 def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
-    """Write Table I (``slotmpe.report.write_table1``) to ``out_csv`` and print it; returns 0."""
+    """Write Table I (``slotmpe.results.table1.write_table1``) to ``out_csv`` and print it; returns 0."""
     import csv
 
-    from slotmpe.report import write_table1
+    from slotmpe.results.table1 import write_table1
 
     out = Path(out_csv)
     write_table1(out)
@@ -458,6 +458,45 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads for torch (default: torch's default)")
     pe.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    pf = sub.add_parser(
+        "findings",
+        help="recompute the findings and Table III from a results/ tree or a published run",
+        description=(
+            "Rebuild findings.csv/.md, table3.csv/.md, table3_vs_paper.md, table3_notes.csv/.md\n"
+            "and (where it has rows) table3_ext.csv/.md from the per-run files of DIR (a results/\n"
+            "tree or a docs/runs/<run> folder) with the code the workflow uses, and print the\n"
+            "findings. Rows: DIR's own table3.csv / table3_ext.csv, else every run found. Dataset\n"
+            "aliases: DIR/environment.json, else --config."
+        ),
+        epilog=f"example:\n  {PROG} findings docs/runs/2025-01-01-abc1234 -o /tmp/check",
+        formatter_class=fmt,
+    )
+    pf.add_argument("dir", metavar="DIR", help="results/ tree or published run folder")
+    pf.add_argument("-o", "--out", default=None, metavar="OUT",
+                    help="folder to write the tables to (default: DIR itself)")
+    pf.add_argument("--config", default=None, metavar="FILE",
+                    help="workflow config for the paper aliases (default: ./config.yaml if any)")
+    pf.add_argument("--profile", default=None, help="config profile (default: the config's own)")
+
+    pr = sub.add_parser(
+        "publish-run",
+        help="copy a results/ tree's tables and per-run files to docs/runs/<date>-<commit>/",
+        description=(
+            "Assemble a published run from a finished results/ tree: the tables (csv + md), every\n"
+            "run folder's per_file.csv, metrics.json, thresholds.json and train_log.csv (no\n"
+            "models), and environment.json (commit, CPU model and flags, versions, precision and\n"
+            "threads from the checkpoints, seeds, wall time per rule from benchmarks/out/)."
+        ),
+        epilog=f"example:\n  {PROG} publish-run results --out docs/runs/2025-01-01-abc1234",
+        formatter_class=fmt,
+    )
+    pr.add_argument("results", metavar="RESULTS_DIR", help="a finished results/ tree")
+    pr.add_argument("-o", "--out", default=None, metavar="DIR",
+                    help="published folder (default: docs/runs/<YYYY-MM-DD>-<short commit>)")
+    pr.add_argument("--config", default=None, metavar="FILE",
+                    help="workflow config for the paper aliases (default: ./config.yaml if any)")
+    pr.add_argument("--profile", default=None, help="config profile (default: the config's own)")
+
     sub.add_parser(
         "info",
         help="print package, torch and device information and the signal constants",
@@ -496,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_params(args.out)
         if args.command == "info":
             return run_info()
+        if args.command in ("findings", "publish-run"):
+            from slotmpe.results.commands import run_findings, run_publish
+
+            if args.command == "findings":
+                return run_findings(args.dir, args.out, args.config, args.profile)
+            return run_publish(args.results, args.out, args.config, args.profile)
         if args.command == "evaluate":
             return run_evaluate(
                 args.model, args.data, args.work_dir, split=args.split,

@@ -20,9 +20,20 @@ defined in :mod:`slotmpe.postprocess`). Slot outputs are post-processed as the e
 (:attr:`~slotmpe.experiments.Experiment.postprocess`) before thresholds are tuned and before every
 metric.
 
-``per_file.csv`` (beside ``metrics.json``): per test file and output (``mix``, ``slot``) the cell
-counts ``tp, fp, fn`` at the tuned thresholds (see :func:`per_file_counts`), so that
-:mod:`slotmpe.stats` computes seed and file statistics without rerunning inference.
+Note-level metrics (percent, defined in :mod:`slotmpe.metrics`): ``note_onset_f1``,
+``note_onoff_f1`` (mixture), ``slot_note_onset_f1``, ``slot_note_onoff_f1`` (matched slots, pooled)
+and ``multi_instrument_f1``, plus ``n_ref_notes`` / ``n_est_notes`` (mixture). Estimated notes are
+made from the test probabilities at the tuned thresholds by the frame-to-note step of ``slotmpe
+transcribe`` (:func:`slotmpe.transcribe.notes.make_tracks`, default note options); reference
+notes are read from the notes files of the manifest beside the feature cache
+(``{feature_dir}/../manifest.parquet``, :class:`NoteReference`). Without that manifest the note
+metrics are ``null`` (logged); slot note metrics are ``null`` wherever slot metrics are.
+
+``per_file.csv`` (beside ``metrics.json``): per test file and output the counts ``tp, fp, fn`` at
+the tuned thresholds (see :func:`per_file_counts`): cells for ``mix`` and ``slot``, notes for the
+note outputs (``note_onset``, ``note_onoff``, ``slot_note_onset``, ``slot_note_onoff``,
+``multi_instrument``), so that :mod:`slotmpe.results.stats` computes seed and file statistics
+without rerunning inference.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
 from slotmpe.inference import DEFAULT_MAX_FRAMES, inference_frames, predict
 from slotmpe.postprocess import DuplicateCounter, postprocess_prediction, target_duplicate_counts
-from slotmpe.stats import PER_FILE_NAME
+from slotmpe.results.stats import NOTE_OUTPUTS, PER_FILE_NAME
 from slotmpe.utils import atomic_path, get_logger, resolve_device
 
 if TYPE_CHECKING:
@@ -149,6 +160,7 @@ class SplitResults:
     files: list[str] = field(default_factory=list)  # piece id of each file, in order
     file_frames: list[int] = field(default_factory=list)  # frames of each file
     slot_files: list[int] = field(default_factory=list)  # file index of each ``slots`` entry
+    notes: list[dict[str, M.Counts]] = field(default_factory=list)  # per file: output -> counts
 
 
 def slot_targets(exp: Experiment, item: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -160,6 +172,125 @@ def slot_targets(exp: Experiment, item: dict[str, Any]) -> tuple[np.ndarray, np.
     return tg, present
 
 
+@dataclass
+class NoteReference:
+    """Reference notes of the pieces of one feature cache (notes files of its manifest)."""
+
+    feature_dir: Path
+    manifest_dir: Path
+    rows: dict[str, Any]  # piece_id -> manifest rows (DataFrame)
+
+    @classmethod
+    def open(cls, feature_dir: Path, manifest_path: Path | None = None) -> NoteReference | None:
+        """The reference of ``feature_dir`` (manifest default ``feature_dir/../manifest.parquet``);
+        ``None`` with a warning when there is no manifest."""
+        from slotmpe.datasets.manifest import read_manifest
+
+        path = Path(manifest_path) if manifest_path else Path(feature_dir).parent / "manifest.parquet"
+        if not path.is_file():
+            log.warning("no manifest %s beside the feature cache: note metrics are null", path)
+            return None
+        df = read_manifest(path, check_files=False)
+        return cls(Path(feature_dir), path.parent,
+                   {str(k): g for k, g in df.groupby("piece_id", sort=False)})
+
+    def piece(self, piece_id: str) -> tuple[list[M.NoteSet], list[str], list[str], float]:
+        """Notes of the piece's pitched tracks in feature-cache order, their instruments and
+        families, and the audio duration (s). Notes are clipped to the audio and kept in MIDI
+        23..94 (the rolls' range). Raises ``ValueError`` naming the file on a mismatch."""
+        from slotmpe.constants import MIDI_MAX, MIDI_MIN
+        from slotmpe.data import load_piece
+        from slotmpe.datasets.manifest import clip_notes, read_notes, resolve_path
+
+        cached = load_piece(self.feature_dir / f"{piece_id}.npz")
+        rows = self.rows.get(str(piece_id))
+        if rows is None:
+            raise ValueError(f"piece {piece_id} of {self.feature_dir} is not in the manifest "
+                             f"{self.manifest_dir / 'manifest.parquet'}")
+        by_track = {str(r.track_id): r for r in rows.itertuples()}
+        duration = float(rows["duration_s"].min())
+        notes: list[M.NoteSet] = []
+        for tid in (str(t) for t in cached["track_ids"]):
+            r = by_track.get(tid)
+            if r is None:
+                raise ValueError(f"track {tid} of piece {piece_id} is not in the manifest")
+            if not r.notes_path:
+                notes.append(M.NoteSet.empty())
+                continue
+            df = clip_notes(read_notes(resolve_path(self.manifest_dir, r.notes_path)), duration)
+            df = df[(df["midi"] >= MIDI_MIN) & (df["midi"] <= MIDI_MAX)]
+            notes.append(M.NoteSet.from_arrays(df["onset_s"], df["offset_s"], df["midi"]))
+        return (notes, [str(x) for x in cached["instruments"]],
+                [str(x) for x in cached["families"]], duration)
+
+
+@dataclass(frozen=True)
+class NoteSettings:
+    """How estimated notes are made at test time: the tuned thresholds and transcribe's note
+    options (:class:`slotmpe.transcribe.options.TranscribeOptions`), and the reference."""
+
+    reference: NoteReference
+    mix_threshold: float
+    slot_threshold: float
+
+
+def file_note_counts(
+    pred: dict[str, np.ndarray],
+    exp: Experiment,
+    assignment: M.Assignment | None,
+    n_targets: int,
+    piece_id: str,
+    settings: NoteSettings,
+) -> dict[str, M.Counts]:
+    """Note counts of one file for every note output (slot outputs only with an assignment).
+
+    Args:
+        pred: post-processed probabilities (``mix`` ``(72, T)``, ``slots`` ``(K, 72, T)``,
+            ``activity`` ``(K,)``); assignment: the evaluation's slot matching, or ``None``;
+        n_targets: ``S``, rows of the slot targets the assignment indexes (padded sources or the
+            four families); piece_id: the file; settings: thresholds and reference.
+    """
+    from slotmpe.constants import FAMILIES
+    from slotmpe.transcribe.notes import MIX, activity_is_trained, make_tracks
+    from slotmpe.transcribe.options import TranscribeOptions
+
+    ref_tracks, instruments, families, duration = settings.reference.piece(piece_id)
+    opts = TranscribeOptions(mix_threshold=settings.mix_threshold,
+                             slot_threshold=settings.slot_threshold)
+    with_slots = assignment is not None and "slots" in pred
+    tracks = make_tracks(pred, opts, with_slots, exp, activity_is_trained(exp), duration)
+
+    def as_set(notes: list[Any]) -> M.NoteSet:
+        return M.NoteSet.from_arrays([n.onset_s for n in notes], [n.offset_s for n in notes],
+                                     [n.midi for n in notes])
+
+    est_mix = next(as_set(t.notes) for t in tracks if t.slot == MIX)
+    ref_mix = M.NoteSet.concat(ref_tracks, dedupe=True)
+    out = {"note_onset": M.note_counts(ref_mix, est_mix, offsets=False),
+           "note_onoff": M.note_counts(ref_mix, est_mix, offsets=True)}
+    if not with_slots:
+        return out
+    est_by_slot = [M.NoteSet.empty() for _ in range(pred["slots"].shape[0])]
+    for t in tracks:
+        if t.slot != MIX:
+            est_by_slot[int(t.slot) - 1] = as_set(t.notes)
+    if exp.target_kind == "family":
+        labels = list(FAMILIES)
+        ref_by_target = [M.NoteSet.concat([n for n, f in zip(ref_tracks, families, strict=True)
+                                           if f == fam], dedupe=True) for fam in FAMILIES]
+    else:
+        if len(ref_tracks) > n_targets:
+            raise ValueError(f"piece {piece_id}: {len(ref_tracks)} tracks but {n_targets} targets")
+        pad = n_targets - len(ref_tracks)
+        ref_by_target = ref_tracks + [M.NoteSet.empty()] * pad
+        labels = instruments + [""] * pad
+    out["slot_note_onset"] = M.slot_note_counts(ref_by_target, est_by_slot, assignment, False)
+    out["slot_note_onoff"] = M.slot_note_counts(ref_by_target, est_by_slot, assignment, True)
+    out["multi_instrument"] = M.multi_instrument_counts(ref_by_target, labels, est_by_slot,
+                                                        assignment)
+    return out
+
+
 def collect(
     model: torch.nn.Module,
     exp: Experiment,
@@ -167,9 +298,11 @@ def collect(
     device: str,
     max_frames: int | None,
     progress: bool = False,
+    notes: NoteSettings | None = None,
 ) -> SplitResults:
     """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs
-    (``progress``: a tqdm bar over the files on stderr)."""
+    (``progress``: a tqdm bar over the files on stderr; ``notes``: also count notes per file,
+    :func:`file_note_counts`)."""
     from tqdm.auto import tqdm
 
     if exp.target_kind == "family":
@@ -193,12 +326,17 @@ def collect(
             res.poly_std[0] += c
             res.poly_std[1] += n
         if not exp.uses_slots or "slots" not in pred:
+            if notes is not None:
+                res.notes.append(file_note_counts(pred, exp, None, 0, res.files[-1], notes))
             continue
         targets, present = slot_targets(exp, item)
         if exp.matching == "fixed":
             assign = M.fixed_assignment(pred["slots"].shape[0], targets.shape[0])
         else:
             assign = M.match_slots(pred["slots"], targets, present)
+        if notes is not None:
+            res.notes.append(file_note_counts(pred, exp, assign, targets.shape[0], res.files[-1],
+                                              notes))
         res.slots.add(*M.slot_cells(pred["slots"], targets, assign, present))
         res.slot_files.append(len(res.files) - 1)
         res.n_matched += len(assign[0])
@@ -222,14 +360,14 @@ def collect(
 def per_file_counts(res: SplitResults, t_mix: float, t_slot: float | None) -> pd.DataFrame:
     """One row per (file, output) of the pooled cells at the thresholds (``per_file.csv``).
 
-    Columns :data:`slotmpe.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
+    Columns :data:`slotmpe.results.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
     ``"slot"`` (slot rows only for experiments with slots and a slot threshold), ``tp, fp, fn``
     (cells at the threshold; their sums over all files are the pooled Table III counts),
     ``n_frames`` and the ``threshold`` used.
     """
     import pandas as pd
 
-    from slotmpe.stats import PER_FILE_COLUMNS
+    from slotmpe.results.stats import PER_FILE_COLUMNS
 
     rows = []
     for i, (y, s) in enumerate(zip(res.mix.labels, res.mix.scores, strict=True)):
@@ -239,7 +377,29 @@ def per_file_counts(res: SplitResults, t_mix: float, t_slot: float | None) -> pd
         for fi, y, s in zip(res.slot_files, res.slots.labels, res.slots.scores, strict=True):
             rows.append((res.files[fi], "slot", *M.counts_at_threshold(y, s, t_slot),
                          res.file_frames[fi], t_slot))
+    for i, counts in enumerate(res.notes):
+        for out in NOTE_OUTPUTS:
+            if out in counts and (t_slot is not None or not out.startswith(("slot", "multi"))):
+                thr = t_mix if out.startswith("note") else t_slot
+                rows.append((res.files[i], out, *counts[out], res.file_frames[i], thr))
     return pd.DataFrame.from_records(rows, columns=list(PER_FILE_COLUMNS))
+
+
+def note_metrics(res: SplitResults, with_slots: bool) -> dict[str, float | int | None]:
+    """Pooled note F1s (percent) of ``metrics.json`` from the per-file note counts (``None``
+    without note counts, and for the slot outputs without ``with_slots``)."""
+    out: dict[str, float | int | None] = {f"{o}_f1": None for o in NOTE_OUTPUTS}
+    out.update(n_ref_notes=None, n_est_notes=None)
+    if not res.notes:
+        return out
+    for o in NOTE_OUTPUTS:
+        rows = [c[o] for c in res.notes if o in c]
+        if rows and (with_slots or o.startswith("note")):
+            tp, fp, fn = (int(v) for v in np.sum(rows, axis=0))
+            out[f"{o}_f1"] = _pct(M.prf_from_counts(tp, fp, fn)["f1"])
+    tp, fp, fn = (int(v) for v in np.sum([c["note_onset"] for c in res.notes], axis=0))
+    out.update(n_ref_notes=tp + fn, n_est_notes=tp + fp)
+    return out
 
 
 def _pct(x: float | None) -> float | None:
@@ -313,11 +473,12 @@ def evaluate_model(
     per_file_path: Path | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = False,
+    manifest_path: Path | None = None,
 ) -> dict[str, Any]:
     """Table III metrics of one trained model on the full ``split`` files -> ``metrics.json``.
 
     Also writes the per-file counts (:func:`per_file_counts`) to ``per_file_path`` (default:
-    ``per_file.csv`` beside ``out_path``), the input of :mod:`slotmpe.stats`.
+    ``per_file.csv`` beside ``out_path``), the input of :mod:`slotmpe.results.stats`.
 
     Args:
         model_path: ``model.pt``; thresholds_path: ``thresholds.json`` from :func:`tune_thresholds`.
@@ -327,6 +488,8 @@ def evaluate_model(
         max_frames: whole-file inference up to this length, chunked beyond (see inference).
         extra: keys set last (override computed ones), e.g. the test dataset of a model trained
             on another dataset (:mod:`slotmpe.generalisation`); progress: a bar over the files.
+        manifest_path: the manifest whose notes files are the note metrics' reference (default
+            ``manifest.parquet`` beside the feature cache's folder).
     """
     model, exp, info = _load_model(Path(model_path))
     th = _read_thresholds(Path(thresholds_path))
@@ -336,7 +499,9 @@ def evaluate_model(
     dev = resolve_device(device)
     emb = load_embeddings(embeddings_path) if exp.timbre_head else None
     ds = _file_dataset(Path(feature_dir), split, emb)
-    res = collect(model, exp, ds, dev, max_frames, progress)
+    ref = NoteReference.open(Path(feature_dir), manifest_path)
+    notes = None if ref is None else NoteSettings(ref, t_mix, t_slot)
+    res = collect(model, exp, ds, dev, max_frames, progress, notes)
 
     mix_prf = res.mix.prf(t_mix)
     out: dict[str, Any] = {
@@ -354,6 +519,7 @@ def evaluate_model(
     elif exp.uses_slots:
         log.warning("%s: no active slot target in the %s files; slot metrics are null",
                     exp.name, split)
+    out.update(note_metrics(res, with_slots=exp.uses_slots and res.n_target_cells > 0))
     cos = np.concatenate(res.cosines) if res.cosines else np.zeros(0)
     if exp.timbre_head:
         out["timbre_cos"] = M.mean_or_none(cos)
@@ -376,7 +542,9 @@ def evaluate_model(
         per_file.to_csv(tmp, index=False)
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(out, indent=2) + "\n")
-    log.info("%s on %s %s: std AP %.2f F1 %.2f, slot F1 %s", info["exp"], info["dataset"], split,
-             out["std_ap"] or float("nan"), out["std_f1"],
-             "-" if out["slot_f1"] is None else f"{out['slot_f1']:.2f}")
+    log.info("%s on %s %s: std AP %.2f F1 %.2f, slot F1 %s, note onset F1 %s, multi-instrument "
+             "F1 %s", info["exp"], info["dataset"], split, out["std_ap"] or float("nan"),
+             out["std_f1"], "-" if out["slot_f1"] is None else f"{out['slot_f1']:.2f}",
+             "-" if out["note_onset_f1"] is None else f"{out['note_onset_f1']:.2f}",
+             "-" if out["multi_instrument_f1"] is None else f"{out['multi_instrument_f1']:.2f}")
     return out

@@ -24,9 +24,11 @@ full test files of ``test_ds``, plus ``train_dataset``, ``test_dataset`` and ``t
 
 ``generalisation.csv``: one row per ``(exp, train_dataset)`` in Table III order, then for every
 test dataset ``{test}:std_f1``, ``{test}:slot_f1`` (and ``{test}:std_f1_retuned`` /
-``{test}:slot_f1_retuned`` with re-tuned thresholds), mean over seeds, percent; the in-domain
+``{test}:slot_f1_retuned`` with re-tuned thresholds), and the note-level ``{test}:note_onoff_f1``,
+``{test}:multi_instrument_f1`` (:mod:`slotmpe.metrics`), mean over seeds, percent; the in-domain
 column (test = train) comes from the ordinary ``metrics.json``. ``generalisation.md`` shows
-``mixture F1 / slot F1`` per cell.
+``mixture F1 / slot F1`` per cell, then a note-level table with ``note on-off F1 /
+multi-instrument F1``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ from slotmpe.utils import atomic_path, get_logger, set_threads
 log = get_logger(__name__)
 
 SLOT_KEYS: tuple[str, ...] = ("slot_ap", "slot_f1", "slot_p", "slot_r", "timbre_cos",
-                              "poly_stem_acc")
-TABLE_METRICS: tuple[str, ...] = ("std_f1", "slot_f1")
+                              "poly_stem_acc", "slot_note_onset_f1", "slot_note_onoff_f1",
+                              "multi_instrument_f1")
+FRAME_METRICS: tuple[str, ...] = ("std_f1", "slot_f1")
+NOTE_METRICS: tuple[str, ...] = ("note_onoff_f1", "multi_instrument_f1")
+TABLE_METRICS: tuple[str, ...] = FRAME_METRICS + NOTE_METRICS
 STEMLESS_TYPES: frozenset[str] = frozenset({"musicnet"})  # dataset types whose manifests have no stems
 
 
@@ -220,7 +225,7 @@ def build_generalisation(
         key = (str(m["exp"]), str(m["train_dataset"]), str(m["test_dataset"]), retuned)
         groups.setdefault(key, []).append(m)
     any_retuned = any(k[3] for k in groups)
-    from slotmpe.report import order_rows
+    from slotmpe.results.table3 import order_rows
 
     records = []
     for exp, ds in order_rows([(str(e), str(d)) for e, d in rows]):
@@ -243,19 +248,19 @@ def build_generalisation(
 def render_generalisation_md(df: pd.DataFrame, tests: Sequence[str]) -> str:
     """Markdown: rows (exp, trained on), columns test datasets, cells ``mixture F1 / slot F1``."""
 
-    def cell(r: pd.Series, t: str, suffix: str) -> str:
-        vals = [r.get(f"{t}:{c}{suffix}") for c in TABLE_METRICS]
+    def cell(r: pd.Series, t: str, suffix: str, metrics: Sequence[str]) -> str:
+        vals = [r.get(f"{t}:{c}{suffix}") for c in metrics]
         if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
             return "–"
         return " / ".join("–" if v is None or (isinstance(v, float) and math.isnan(v))
                           else f"{float(v):.2f}" for v in vals)
 
-    def table(suffix: str) -> str:
+    def table(suffix: str, metrics: Sequence[str] = FRAME_METRICS) -> str:
         head = ["Exp", "Trained on"] + [f"on {t}" for t in tests] + ["Seeds"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in df.iterrows():
-            cells = [cell(r, t, suffix) if (suffix == "" or t != r["train_dataset"]) else "(in-domain)"
-                     for t in tests]
+            cells = [cell(r, t, suffix, metrics) if (suffix == "" or t != r["train_dataset"])
+                     else "(in-domain)" for t in tests]
             lines.append("| " + " | ".join([str(r["exp"]), str(r["train_dataset"]), *cells,
                                             str(int(r["n_seeds"]))]) + " |")
         return "\n".join(lines) + "\n"
@@ -271,6 +276,9 @@ def render_generalisation_md(df: pd.DataFrame, tests: Sequence[str]) -> str:
     if any(c.endswith("_retuned") for c in df.columns):
         text += ("\n## Thresholds re-tuned on the test dataset's validation split\n\n"
                  + table("_retuned"))
+    text += ("\n## Note level\n\nEach cell is `note on-off F1 / multi-instrument F1` (percent, "
+             "mir_eval.transcription; the mixture's notes, and MT3's multi-instrument score of "
+             "the slots' notes), thresholds as in the first table.\n\n" + table("", NOTE_METRICS))
     return text
 
 

@@ -46,6 +46,34 @@ Polyphony
     (round half up) vs the source's active-pitch count clipped to 0..7; an unmatched present target
     contributes its frames with predicted count 0. Unmatched slots do not enter (no source).
 
+Notes (``mir_eval.transcription``, defaults: onset within 50 ms, pitch within 50 cents, offset
+within ``max(0.2 * reference duration, 50 ms)``)
+    Estimated notes come from the probability maps at the tuned thresholds through the same
+    frame-to-note step as ``slotmpe transcribe`` (:func:`slotmpe.transcribe.notes.make_tracks`:
+    merge gaps, minimum length, slot activity, offsets clipped to the audio); reference notes are
+    the dataset's notes files (pitched tracks, clipped to the audio, MIDI 23..94 as the rolls).
+    Every note metric pools counts over files (:class:`NoteSet`, :func:`note_counts`):
+    ``P = TP / #est``, ``R = TP / #ref``, ``F1 = 2 TP / (#est + #ref)``, with TP the size of
+    mir_eval's maximum matching (:func:`note_matches`).
+
+    * ``note_onset_f1`` / ``note_onoff_f1``: mixture notes vs the notes of all pitched tracks
+      (exact duplicates, e.g. a unison written in two parts, counted once: the mixture cannot show
+      them twice), onset only / onset and offset.
+    * ``slot_note_onset_f1`` / ``slot_note_onoff_f1`` (:func:`slot_note_counts`): TP summed over
+      the matched (slot, target) pairs of every file, each slot's notes matched against its own
+      target's notes only (the targets of the slot metric: stems, or families for 1b/1c whose
+      reference is the union of the family's tracks); ``#est`` counts the notes of *all* slots
+      kept by the activity threshold, matched or not, ``#ref`` the notes of *all* targets,
+      matched or not (a source with more sources than slots is missed).
+    * ``multi_instrument_f1`` (:func:`multi_instrument_counts`), MT3's measure with our slots
+      as the instrument decision: a slot's notes carry the instrument of the target the
+      evaluation's matching (Hungarian; fixed family order for 1b) gave it, unmatched slots
+      carry none; notes are then matched, onset and offset, per instrument label, against the
+      reference notes of every target with that label. With one track per instrument this is
+      ``slot_note_onoff_f1``; two parts of one instrument (violin I and II) are one instrument
+      here, as in MT3's "full program" score, so a violin-I slot playing violin-II notes counts.
+      For the family task the label is the family.
+
 Threshold tuning
     :func:`best_f1_threshold` evaluates F1 at *every* distinct score of the pooled validation cells
     (``sklearn.metrics.precision_recall_curve``, exact, ``O(n log n)``) and returns the midpoint
@@ -58,6 +86,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import mir_eval
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import average_precision_score, precision_recall_curve
@@ -371,3 +400,130 @@ def mean_or_none(values: Sequence[float] | np.ndarray) -> float | None:
     """Mean of ``values`` or ``None`` when empty."""
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()) if arr.size else None
+
+
+# --------------------------------------------------------------------------------------------
+# Notes (mir_eval.transcription)
+# --------------------------------------------------------------------------------------------
+
+NOTE_ONSET_TOL_S = 0.05
+NOTE_OFFSET_RATIO = 0.2
+NOTE_OFFSET_MIN_S = 0.05
+Counts = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class NoteSet:
+    """Notes of one track: ``intervals`` float64 ``(N, 2)`` onset/offset seconds, ``midi`` int
+    ``(N,)``."""
+
+    intervals: np.ndarray
+    midi: np.ndarray
+
+    def __post_init__(self) -> None:
+        iv = np.asarray(self.intervals, dtype=np.float64).reshape(-1, 2)
+        mi = np.asarray(self.midi, dtype=np.int64).reshape(-1)
+        if len(iv) != len(mi):
+            raise ValueError(f"{len(iv)} intervals but {len(mi)} pitches")
+        object.__setattr__(self, "intervals", iv)
+        object.__setattr__(self, "midi", mi)
+
+    def __len__(self) -> int:
+        return len(self.midi)
+
+    @classmethod
+    def empty(cls) -> NoteSet:
+        """No notes."""
+        return cls(np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
+
+    @classmethod
+    def from_arrays(cls, onset: Sequence[float], offset: Sequence[float],
+                    midi: Sequence[int]) -> NoteSet:
+        """Notes from three equal-length sequences (seconds, seconds, MIDI)."""
+        return cls(np.stack([np.asarray(onset, np.float64), np.asarray(offset, np.float64)],
+                            axis=-1), np.asarray(midi))
+
+    @classmethod
+    def concat(cls, sets: Sequence[NoteSet], dedupe: bool = False) -> NoteSet:
+        """All notes of ``sets``; ``dedupe`` keeps one of notes with the same pitch whose onset
+        and offset agree within 1 ms."""
+        sets = [x for x in sets if len(x)]
+        if not sets:
+            return cls.empty()
+        out = cls(np.concatenate([x.intervals for x in sets]),
+                  np.concatenate([x.midi for x in sets]))
+        if dedupe and len(out):
+            key = np.column_stack([out.midi, np.round(out.intervals * 1000.0).astype(np.int64)])
+            _, keep = np.unique(key, axis=0, return_index=True)
+            keep = np.sort(keep)
+            out = cls(out.intervals[keep], out.midi[keep])
+        return out
+
+
+def note_matches(ref: NoteSet, est: NoteSet, offsets: bool) -> int:
+    """Number of matched notes (``mir_eval.transcription.match_notes``, default tolerances;
+    ``offsets=False``: onset and pitch only)."""
+    if not len(ref) or not len(est):
+        return 0
+    pairs = mir_eval.transcription.match_notes(
+        ref.intervals, mir_eval.util.midi_to_hz(ref.midi.astype(np.float64)),
+        est.intervals, mir_eval.util.midi_to_hz(est.midi.astype(np.float64)),
+        onset_tolerance=NOTE_ONSET_TOL_S, pitch_tolerance=50.0,
+        offset_ratio=NOTE_OFFSET_RATIO if offsets else None,
+        offset_min_tolerance=NOTE_OFFSET_MIN_S,
+    )
+    return len(pairs)
+
+
+def note_counts(ref: NoteSet, est: NoteSet, offsets: bool) -> Counts:
+    """``(TP, FP, FN)`` = ``(matches, #est - matches, #ref - matches)`` of one note track."""
+    tp = note_matches(ref, est, offsets)
+    return tp, len(est) - tp, len(ref) - tp
+
+
+def slot_note_counts(
+    ref_by_target: Sequence[NoteSet],
+    est_by_slot: Sequence[NoteSet],
+    assignment: Assignment,
+    offsets: bool,
+) -> Counts:
+    """``(TP, FP, FN)`` of the slot note metric of one file (module docstring).
+
+    Args:
+        ref_by_target: reference notes of every target ``s`` (``S`` entries, all of them count).
+        est_by_slot: estimated notes of every slot ``k`` (``K`` entries; empty for a dropped slot).
+        assignment: matched ``(slot_idx, target_idx)``.
+    """
+    rows, cols = assignment
+    tp = sum(note_matches(ref_by_target[int(t)], est_by_slot[int(k)], offsets)
+             for k, t in zip(rows, cols, strict=True))
+    n_est = sum(len(e) for e in est_by_slot)
+    n_ref = sum(len(r) for r in ref_by_target)
+    return tp, n_est - tp, n_ref - tp
+
+
+def multi_instrument_counts(
+    ref_by_target: Sequence[NoteSet],
+    labels: Sequence[str],
+    est_by_slot: Sequence[NoteSet],
+    assignment: Assignment,
+) -> Counts:
+    """``(TP, FP, FN)`` of the multi-instrument note metric of one file (module docstring).
+
+    ``labels[s]`` is the instrument of target ``s``; a slot's notes take the label of the target
+    it is matched to, and notes are matched (onset and offset) per label.
+    """
+    if len(labels) != len(ref_by_target):
+        raise ValueError(f"{len(labels)} labels for {len(ref_by_target)} targets")
+    rows, cols = assignment
+    est_of: dict[str, list[NoteSet]] = {}
+    for k, t in zip(rows, cols, strict=True):
+        est_of.setdefault(str(labels[int(t)]), []).append(est_by_slot[int(k)])
+    tp = 0
+    for label, ests in est_of.items():
+        ref = NoteSet.concat([r for r, lab in zip(ref_by_target, labels, strict=True)
+                              if str(lab) == label])
+        tp += note_matches(ref, NoteSet.concat(ests), offsets=True)
+    n_est = sum(len(e) for e in est_by_slot)
+    n_ref = sum(len(r) for r in ref_by_target)
+    return tp, n_est - tp, n_ref - tp

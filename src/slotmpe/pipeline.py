@@ -220,25 +220,23 @@ def table3(
     per_file_paths: list[Path] | None = None,
     findings_csv: Path | None = None,
     findings_md: Path | None = None,
+    notes_csv: Path | None = None,
+    notes_md: Path | None = None,
 ) -> None:
-    """Aggregate per-run metrics into Table III, its Markdown rendering and the paper comparison;
-    with ``per_file_paths`` (``results/{ds}/{exp}/seed{s}/per_file.csv``) also the findings."""
-    from slotmpe.report import write_table3
+    """Aggregate per-run metrics into Table III, its Markdown rendering and the paper comparison,
+    the note-level table (``notes_csv``/``notes_md``) and, with ``per_file_paths``
+    (``results/{ds}/{exp}/seed{s}/per_file.csv``), the findings
+    (:func:`slotmpe.results.build.write_table3_outputs`, which ``slotmpe findings`` reruns)."""
+    from slotmpe.results.build import Table3Outputs, write_table3_outputs
 
-    write_table3(metrics_paths, rows, out_csv, out_md, out_vs_paper, dict(aliases))
-    if per_file_paths is not None and findings_csv is not None and findings_md is not None:
-        from slotmpe.findings import write_findings
-
-        cells: dict[tuple[str, str], list[Path]] = {}
-        for p in per_file_paths:
-            run = Path(p).parent  # results/{ds}/{exp}/seed{s}
-            cells.setdefault((run.parent.name, run.parent.parent.name), []).append(Path(p))
-        write_findings(cells, findings_csv, findings_md, dict(aliases))
+    out = Table3Outputs(out_csv, out_md, out_vs_paper, notes_csv, notes_md, findings_csv,
+                        findings_md)
+    write_table3_outputs(metrics_paths, rows, out, aliases, per_file_paths)
 
 
 def table1(out_csv: Path, widths: str = "efficient") -> None:
     """Write Table I: the eight configurations with our and the paper's parameter counts, the
     parameters per component, those that train and the MFLOPs per window (``widths`` preset)."""
-    from slotmpe.report import write_table1
+    from slotmpe.results.table1 import write_table1
 
     write_table1(out_csv, widths)

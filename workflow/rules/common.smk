@@ -120,7 +120,7 @@ def table3_per_file(wildcards):
 
 def table3_ext_runs(wildcards):
     """metrics.json and per_file.csv of every extension row and of its base, for every seed."""
-    from slotmpe.report_ext import ext_rows_with_bases
+    from slotmpe.results.ext import ext_rows_with_bases
 
     return [
         f"results/{ds}/{exp}/seed{seed}/{name}"

@@ -23,7 +23,7 @@ rule training_curves:
 
 rule report_table3:
     input:
-        md=["results/table3.md", "results/table3_vs_paper.md"],
+        md=["results/table3.md", "results/table3_vs_paper.md", "results/table3_notes.md"],
     output:
         html=report(
             "results/report/table3.html",

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from slotmpe.pipeline import log_to
-from slotmpe.report_pages import csv_page
+from slotmpe.results.pages import csv_page
 
 with log_to(snakemake.log[0]):  # noqa: F821
     csv_page(

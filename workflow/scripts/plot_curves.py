@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from slotmpe.pipeline import log_to
-from slotmpe.report_pages import plot_training_curves
+from slotmpe.results.pages import plot_training_curves
 
 with log_to(snakemake.log[0]):  # noqa: F821
     w = snakemake.wildcards  # noqa: F821

@@ -1,4 +1,4 @@
-"""Snakemake adapter: aggregate metrics into Table III (+ the paper beside it)."""
+"""Snakemake adapter: Table III (+ the paper beside it), its note-level table and the findings."""
 
 from pathlib import Path
 
@@ -15,4 +15,6 @@ with log_to(snakemake.log[0]):  # noqa: F821
         per_file_paths=[Path(p) for p in snakemake.input.per_file],  # noqa: F821
         findings_csv=Path(snakemake.output.findings_csv),  # noqa: F821
         findings_md=Path(snakemake.output.findings_md),  # noqa: F821
+        notes_csv=Path(snakemake.output.notes_csv),  # noqa: F821
+        notes_md=Path(snakemake.output.notes_md),  # noqa: F821
     )

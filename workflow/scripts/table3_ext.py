@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from slotmpe.pipeline import log_to
-from slotmpe.report_ext import write_table3_ext
+from slotmpe.results.ext import write_table3_ext
 
 with log_to(snakemake.log[0]):  # noqa: F821
     write_table3_ext(

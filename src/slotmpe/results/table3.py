@@ -1,19 +1,16 @@
-"""Tables I and III of the paper from our runs, with the paper's figures beside ours.
+"""Table III of the paper from our runs, with the paper's figures beside ours.
 
-Table III (:func:`write_table3`)
+:func:`write_table3`
     One row per configured ``(exp, dataset)`` pair, aggregated over the seeds found in the given
     ``metrics.json`` files (written by :func:`slotmpe.evaluation.evaluate_model`). Rows follow the
     paper's Table III order; a dataset is placed (and compared) through ``dataset_aliases``
     (e.g. ``chamber -> urmp``, ``electro -> mshoxxdb``); rows without a counterpart in the paper
     follow in configured order. Columns are exactly those of ``reference/paper_table3.csv``
     followed by ``n_seeds`` and, when any row has more than one seed, one ``<col>_std`` column per
-    metric (sample standard deviation, ``ddof=1``, :func:`slotmpe.stats.mean_std`; empty for
+    metric (sample standard deviation, ``ddof=1``, :func:`slotmpe.results.stats.mean_std`; empty for
     single-seed rows). Percentages have
     two decimals, ``timbre_cos`` four. A metric that does not apply (``null`` in every seed) is
     left empty; if only some seeds have it, the mean is over those seeds.
-
-Table I (:func:`write_table1`)
-    The eight configurations with our trainable parameter count next to the paper's.
 """
 
 from __future__ import annotations
@@ -27,8 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slotmpe.experiments import EXPERIMENTS
-from slotmpe.stats import mean_std
+from slotmpe.results.stats import mean_std
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
@@ -268,51 +264,4 @@ def write_table3(
         tmp.write_text(render_table3_md(df))
     with atomic_path(out_vs_paper_md) as tmp:
         tmp.write_text(render_vs_paper_md(df, dataset_aliases))
-    return df
-
-
-def _flags(exp_name: str) -> str:
-    e = EXPERIMENTS[exp_name]
-    on = [
-        name
-        for name, flag in (
-            ("timbre_head", e.timbre_head),
-            ("film", e.film),
-            ("poly_head", e.poly_head),
-            ("poly_mix_loss", e.poly_mix_loss),
-            ("poly_slot_loss", e.poly_slot_loss),
-        )
-        if flag
-    ]
-    return "+".join(on) if on else "-"
-
-
-def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
-    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %,
-    and the capacity columns of :mod:`slotmpe.capacity`.
-
-    Columns: ``exp, task, slots, matching, flags, params, paper_params, delta_pct`` where ``slots``
-    is 0 for 1a (its slot head exists but is unused, as in the paper's Table I) and ``delta_pct =
-    100 * (params - paper_params) / paper_params`` (two decimals); then ``widths`` (the preset),
-    the parameters per component (``slotmpe.capacity.COMPONENTS``), ``grad_params`` (measured:
-    parameters that receive a gradient in a training step) and ``mflops`` (forward MFLOPs per
-    23-frame window).
-    """
-    from slotmpe.capacity import COMPONENTS, capacity_row
-
-    recs = []
-    for name, e in EXPERIMENTS.items():
-        cap = capacity_row(name, widths)
-        recs.append({
-            "exp": name,
-            "task": e.task,
-            "slots": e.n_slots if e.uses_slots else 0,
-            "matching": e.matching,
-            "flags": _flags(name),
-            **{k: cap[k] for k in ("params", "paper_params", "delta_pct", "widths", *COMPONENTS,
-                                   "grad_params", "mflops")},
-        })
-    df = pd.DataFrame.from_records(recs)
-    with atomic_path(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
     return df

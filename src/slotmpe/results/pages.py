@@ -2,7 +2,7 @@
 
 Snakemake's HTML report shows images and HTML inline and offers every other file (CSV, Markdown)
 only as a download, so each table that a reader should see is rendered to a small self-contained
-HTML page: :func:`markdown_page` turns the Markdown tables written by :mod:`slotmpe.report`,
+HTML page: :func:`markdown_page` turns the Markdown tables written by :mod:`slotmpe.results.table3`,
 :mod:`slotmpe.generalisation` and the findings into HTML, :func:`csv_page` a CSV (Table I with its
 capacity columns). Python-Markdown (with its ``tables``
 extension) does the conversion.

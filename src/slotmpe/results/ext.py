@@ -11,10 +11,13 @@ One row per configured ``(exp, dataset)`` of ``table3_ext_rows`` (an extension, 
     ``dup_rate_target`` the share of unison cells in the targets (:mod:`slotmpe.postprocess`).
 ``base_slot_f1, base_dup_rate``
     the same means for the base on the same dataset.
-``effect, ci_low, ci_high, n_files``
+``effect, ci_low, ci_high, n_files, ci_method, seeds_agree, min_detectable``
     stem F1 of the extension minus that of its base, in points, on the seeds both have, with the
-    paired file bootstrap 95 % CI of :func:`slotmpe.stats.paired_effect` on their
-    ``per_file.csv`` (the same statistic as ``results/findings.*``).
+    two-level (seeds, files) paired bootstrap 95 % CI of
+    :func:`slotmpe.results.stats.paired_effect` on their ``per_file.csv`` (the same statistic as
+    ``results/findings.*``), what the CI covers (one seed: test files only), whether every seed
+    has the effect's sign, and the CI half-width (about the smallest effect that can be told
+    from 0).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ TITLES: dict[str, str] = {
     "std_f1": "Std F1", "dup_rate": "Dup %", "dup_rate_target": "Unison % (targets)",
     "base_slot_f1": "Base slot F1", "base_dup_rate": "Base dup %",
     "effect": "Effect (pts)", "ci": "95 % CI", "n_files": "Files",
+    "seeds_agree": "Seeds agree", "min_detectable": "Detectable",
 }
 
 
@@ -80,7 +84,7 @@ def _runs(metrics_paths: Iterable[Path]) -> dict[tuple[str, str], dict[int, Path
 
 
 def _mean_std(paths: Iterable[Path], key: str) -> tuple[float | None, float | None]:
-    from slotmpe.stats import mean_std
+    from slotmpe.results.stats import mean_std
 
     return mean_std([json.loads(Path(p).read_text()).get(key) for p in paths])
 
@@ -93,7 +97,7 @@ def build_table3_ext(
     ``metrics_paths``: ``metrics.json`` of every seed of every row and of its base, each with its
     ``per_file.csv`` beside it. ``ExtTableError`` when a row or its base has no run.
     """
-    from slotmpe.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+    from slotmpe.results.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
 
     runs = _runs(metrics_paths)
     recs = []
@@ -118,13 +122,15 @@ def build_table3_ext(
         b = read_per_file_runs([base[s].with_name(PER_FILE_NAME) for s in seeds])
         eff = paired_effect(a, b, output="slot", n_resamples=n_resamples)
         rec.update(effect=eff.effect, ci_low=eff.ci_low, ci_high=eff.ci_high,
-                   n_files=eff.n_files)
+                   n_files=eff.n_files, ci_method=eff.ci_method, seeds_agree=eff.seeds_agree,
+                   min_detectable=eff.half_width)
         recs.append(rec)
     cols = ["exp", "base", "dataset", "change", "n_seeds", *EXT_METRICS,
             *(f"{m}_std" for m in EXT_METRICS), "base_slot_f1", "base_dup_rate",
-            "effect", "ci_low", "ci_high", "n_files"]
+            "effect", "ci_low", "ci_high", "n_files", "ci_method", "seeds_agree", "min_detectable"]
     df = pd.DataFrame.from_records(recs, columns=cols)
-    num = [c for c in cols if c not in ("exp", "base", "dataset", "change")]
+    num = [c for c in cols if c not in ("exp", "base", "dataset", "change", "ci_method",
+                                        "seeds_agree")]
     df[num] = df[num].apply(pd.to_numeric).round(2)
     return df
 
@@ -136,7 +142,8 @@ def _f(v: object) -> str:
 def render_table3_ext_md(df: pd.DataFrame) -> str:
     """Markdown of :func:`build_table3_ext`'s frame (mean ± std where there are several seeds)."""
     head = ["exp", "base", "dataset", "n_seeds", "slot_f1", "slot_p", "slot_r", "dup_rate",
-            "dup_rate_target", "base_slot_f1", "base_dup_rate", "effect", "ci", "n_files"]
+            "dup_rate_target", "base_slot_f1", "base_dup_rate", "effect", "ci", "seeds_agree",
+            "min_detectable", "n_files"]
     lines = ["| " + " | ".join(TITLES[h] for h in head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = []
@@ -146,7 +153,10 @@ def render_table3_ext_md(df: pd.DataFrame) -> str:
             elif h in ("n_seeds", "n_files"):
                 cells.append(str(int(r[h])))
             elif h == "ci":
-                cells.append(f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]")
+                cells.append(f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
+                             + (" (1 seed: files only)" if int(r["n_seeds"]) < 2 else ""))
+            elif h == "seeds_agree":
+                cells.append("yes" if bool(r[h]) else "no")
             else:
                 text = _f(r[h])
                 std = r.get(f"{h}_std")
@@ -154,7 +164,9 @@ def render_table3_ext_md(df: pd.DataFrame) -> str:
                     text += f" ± {_f(std)}"
                 cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    notes = ["", "Changes (each one change on top of its base):", ""]
+    notes = ["", "Effect: slot F1 of the extension minus its base's, in points, with a 95 % "
+             "two-level paired bootstrap CI (seeds, then test files); Detectable: half the CI "
+             "width.", "", "Changes (each one change on top of its base):", ""]
     notes += [f"- **{r['exp']}** ({r['base']}): {r['change']}" for _, r in
               df.drop_duplicates("exp").iterrows()]
     return "\n".join(lines + notes) + "\n"

@@ -1,17 +1,27 @@
 """The paper's findings tested on our runs: ``results/findings.csv`` and ``results/findings.md``.
 
 Each finding compares two (exp, dataset) cells of Table III on one metric with
-:func:`slotmpe.stats.paired_effect` (effect ``exp_a - exp_b`` in points, 95 % paired bootstrap
-CI over test files, every seed kept), beside the paper's effect from its Table III
+:func:`slotmpe.results.stats.paired_effect`: effect ``exp_a - exp_b`` in points (per-seed pooled F1
+difference, averaged over seeds) with a 95 % **two-level paired bootstrap** interval (seeds, then
+test files, the same files for both experiments), so the interval covers training randomness as
+well as the choice of test files; beside it the paper's effect from its Table III
 (``reference/paper_table3.csv``). Datasets are named as in the paper (``urmp``, ``mshoxxdb``); a
 configured dataset stands in for the paper's through ``paper_aliases`` (chamber -> urmp,
 electro -> mshoxxdb).
 
-Verdict: ``holds`` when the CI excludes 0 on the paper's side, ``reversed`` when it excludes 0
-on the other side, ``not resolved at this budget`` when it covers 0 or cannot be computed (a
-single test file), and whenever fewer than :data:`MIN_FILES_FOR_VERDICT` test files are compared.
+Verdict (:func:`verdict`): ``holds`` when the interval excludes 0 on the paper's side **and** the
+effect has that sign in every seed (``seeds_agree``), ``reversed`` when both hold on the other
+side, otherwise ``not resolved at this budget``; also whenever fewer than
+:data:`MIN_SEEDS_FOR_VERDICT` seeds (one seed says nothing about training randomness: its
+interval is over files only, ``ci_method`` says so) or fewer than :data:`MIN_FILES_FOR_VERDICT`
+test files are compared, or the paper has no effect to compare with.
 
-``findings.csv`` columns: :data:`FINDINGS_COLUMNS`.
+``min_detectable``: half the interval's width in points, about the smallest effect that these seeds
+and files could tell from 0 (an effect smaller than this is "not resolved" by construction).
+
+``findings.csv`` columns: :data:`FINDINGS_COLUMNS` (the round-2 columns, then ``ci_method``,
+``seeds_agree``, ``seed_effects`` (per-seed effects in seed order, ``;``-separated) and
+``min_detectable``).
 """
 
 from __future__ import annotations
@@ -23,19 +33,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slotmpe.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+from slotmpe.results.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
 
 FINDINGS_COLUMNS: tuple[str, ...] = (
     "finding", "dataset", "exp_a", "exp_b", "metric", "effect", "ci_low", "ci_high", "n_seeds",
-    "n_files", "paper_effect", "verdict",
+    "n_files", "paper_effect", "verdict", "ci_method", "seeds_agree", "seed_effects",
+    "min_detectable",
 )
-METRIC_OUTPUT: dict[str, str] = {"slot_f1": "slot", "std_f1": "mix"}
+METRIC_OUTPUT: dict[str, str] = {
+    "slot_f1": "slot", "std_f1": "mix", "note_onset_f1": "note_onset",
+    "note_onoff_f1": "note_onoff", "slot_note_onset_f1": "slot_note_onset",
+    "slot_note_onoff_f1": "slot_note_onoff", "multi_instrument_f1": "multi_instrument",
+}
 HOLDS, REVERSED, UNRESOLVED = "holds", "reversed", "not resolved at this budget"
 # Below this many common test files a file bootstrap has too few distinct resamples to trust.
 MIN_FILES_FOR_VERDICT = 5
+# One seed cannot show training randomness: no verdict from a single seed.
+MIN_SEEDS_FOR_VERDICT = 2
 
 
 @dataclass(frozen=True)
@@ -64,17 +81,25 @@ FINDINGS: tuple[Finding, ...] = (
 )
 
 
-def verdict(ci_low: float, ci_high: float, paper_effect: float) -> str:
+def verdict(
+    ci_low: float,
+    ci_high: float,
+    paper_effect: float,
+    seeds_agree: bool = True,
+    n_seeds: int = MIN_SEEDS_FOR_VERDICT,
+    n_files: int = MIN_FILES_FOR_VERDICT,
+) -> str:
     """``holds`` / ``reversed`` / ``not resolved at this budget`` (module docstring)."""
-    if not np.all(np.isfinite([paper_effect, ci_low, ci_high])) or paper_effect == 0 \
-            or ci_low <= 0 <= ci_high:
+    if (not np.all(np.isfinite([paper_effect, ci_low, ci_high])) or paper_effect == 0
+            or ci_low <= 0 <= ci_high or not seeds_agree or n_seeds < MIN_SEEDS_FOR_VERDICT
+            or n_files < MIN_FILES_FOR_VERDICT):
         return UNRESOLVED
     same_side = (ci_low > 0) == (paper_effect > 0)
     return HOLDS if same_side else REVERSED
 
 
 def _paper_effect(f: Finding) -> float:
-    from slotmpe.report import paper_table3
+    from slotmpe.results.table3 import paper_table3
 
     p = paper_table3().set_index(["exp", "dataset"])
     try:
@@ -120,8 +145,11 @@ def build_findings(
                 "metric": f.metric, "effect": round(eff.effect, 2), "ci_low": round(eff.ci_low, 2),
                 "ci_high": round(eff.ci_high, 2), "n_seeds": eff.n_seeds, "n_files": eff.n_files,
                 "paper_effect": round(pe, 2),
-                "verdict": (verdict(eff.ci_low, eff.ci_high, pe)
-                            if eff.n_files >= MIN_FILES_FOR_VERDICT else UNRESOLVED),
+                "verdict": verdict(eff.ci_low, eff.ci_high, pe, eff.seeds_agree, eff.n_seeds,
+                                   eff.n_files),
+                "ci_method": eff.ci_method, "seeds_agree": eff.seeds_agree,
+                "seed_effects": ";".join(f"{d:+.2f}" for d in eff.seed_effects),
+                "min_detectable": round(eff.half_width, 2),
             })
     return pd.DataFrame.from_records(rows, columns=list(FINDINGS_COLUMNS))
 
@@ -132,30 +160,40 @@ def render_findings_md(df: pd.DataFrame, dataset_aliases: Mapping[str, str] | No
     claims = {(f.name, f.exp_a, f.exp_b, f.metric): f.claim for f in FINDINGS}
     lines = [
         "# The paper's findings on our runs\n",
-        "Effect = metric(exp A) - metric(exp B) in points, metric = pooled F1 over the test files "
-        "per seed, averaged over seeds (the Table III figure). 95 % CI: paired bootstrap over test "
-        "files (the same resampled files for both experiments and every seed; scipy.stats."
-        "bootstrap, BCa). Paper effect: the same difference in the paper's Table III (on the "
-        "paper's dataset; ours are stand-ins where named so). Verdict: *holds* if the CI excludes "
-        "0 on the paper's side, *reversed* if on the other side, *not resolved at this budget* "
-        "if it covers 0.\n",
-        "| Finding | Dataset | A vs B | Metric | Effect [95 % CI] | Paper | Seeds | Files | Verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Effect = metric(exp A) - metric(exp B) in points; metric = pooled F1 over the test files "
+        "per seed, averaged over seeds (the Table III figure). 95 % CI: two-level paired "
+        "bootstrap, resampling seeds (training randomness) and then test files (the same drawn "
+        "files for both experiments and every drawn seed). Per seed: the effect in each seed. "
+        "Detectable: half the CI width, about the smallest effect these seeds and files can tell "
+        "from 0. Paper effect: the same difference in the paper's Table III (on the paper's "
+        "dataset; ours are stand-ins where named so). Verdict: *holds* if the CI excludes 0 on "
+        "the paper's side and every seed has the effect's sign, *reversed* if both hold on the "
+        "other side, else *not resolved at this budget* (always with a single seed, whose CI "
+        "covers test files only).\n",
+        "| Finding | Dataset | A vs B | Metric | Effect [95 % CI] | Per seed | Detectable | Paper "
+        "| Seeds | Files | Verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in df.iterrows():
         claim = claims.get((r["finding"], r["exp_a"], r["exp_b"], r["metric"]), r["finding"])
         ds = str(r["dataset"])
         ds_label = f"{ds} (~{aliases[ds]})" if ds in aliases and aliases[ds] != ds else ds
         paper = "–" if pd.isna(r["paper_effect"]) else f"{r['paper_effect']:+.2f}"
-        ci = ("no CI (one file)" if pd.isna(r["ci_low"])
+        ci = ("no CI (one seed, one file)" if pd.isna(r["ci_low"])
               else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
+        if int(r["n_seeds"]) < MIN_SEEDS_FOR_VERDICT and not pd.isna(r["ci_low"]):
+            ci += " (files only: 1 seed)"
+        det = "–" if pd.isna(r["min_detectable"]) else f"±{r['min_detectable']:.2f}"
+        per_seed = str(r["seed_effects"]).replace(";", ", ")
+        if not bool(r["seeds_agree"]) and int(r["n_seeds"]) > 1:
+            per_seed += " (signs differ)"
         lines.append(
             f"| {claim} | {ds_label} | {r['exp_a']} vs {r['exp_b']} | {r['metric']} | "
-            f"{r['effect']:+.2f} {ci} | {paper} | "
+            f"{r['effect']:+.2f} {ci} | {per_seed} | {det} | {paper} | "
             f"{int(r['n_seeds'])} | {int(r['n_files'])} | {r['verdict']} |"
         )
     if df.empty:
-        lines.append("| (no finding: the compared experiments are not configured) |||||||||")
+        lines.append("| (no finding: the compared experiments are not configured) |||||||||||")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Statistics over seeds and test files: Table III mean/std, paired effects with bootstrap CIs.
+"""Statistics over seeds and test files: Table III mean/std, seed-aware paired effects.
 
 One module serves Table III's ``<col>_std`` columns (:func:`aggregate_seeds`), ``results/findings.*``
 and ``results/table3_ext.*`` (:func:`paired_effect`).
@@ -6,40 +6,64 @@ and ``results/table3_ext.*`` (:func:`paired_effect`).
 Inputs
     ``results/{ds}/{exp}/seed{seed}/per_file.csv``, written by
     :func:`slotmpe.evaluation.evaluate_model` beside ``metrics.json``, one row per (test file,
-    output) with columns :data:`PER_FILE_COLUMNS`: ``output`` is ``"mix"`` (standard MPE) or
-    ``"slot"`` (the experiment's family- or stem-level slot metric), ``tp, fp, fn`` are counts of
-    (frame, pitch) cells at the tuned threshold, so the pooled F1 of any subset of files is
-    ``2 TP / (2 TP + FP + FN)`` of the summed counts (exactly Table III's pooled F1 over all of
-    them). Statistics never rerun inference.
+    output) with columns :data:`PER_FILE_COLUMNS`. ``output`` is one of :data:`OUTPUTS`: ``"mix"``
+    (standard MPE) and ``"slot"`` (the experiment's family- or stem-level slot metric) count
+    (frame, pitch) cells at the tuned threshold; the note outputs (``note_onset``, ``note_onoff``,
+    ``slot_note_onset``, ``slot_note_onoff``, ``multi_instrument``, defined in
+    :mod:`slotmpe.metrics`) count notes. Either way ``tp, fp, fn`` are counts whose sums over any
+    subset of files give the pooled F1 ``2 TP / (2 TP + FP + FN)`` of that subset (exactly Table
+    III's pooled F1 over all of them). Statistics never rerun inference.
 
 Paired effect (:func:`paired_effect`)
     ``a`` and ``b`` are per-file tables of two (exp, dataset) cells concatenated over seeds with a
-    ``seed`` column. The effect is ``F1(a) - F1(b)`` in points, where ``F1(x)`` is the mean over
-    seeds of the pooled F1 of seed ``s`` over all test files (the Table III figure averaged over
-    seeds). Only the (seed, file) pairs present on both sides enter (paired design: same files and
-    same seeds on both sides). The confidence interval is a percentile bootstrap over *files*: a
-    resample draws ``n_files`` files with replacement and uses the same drawn files for every seed
-    and for both sides, so the seed-to-seed variation is kept in every resample and the file
-    variation is what is resampled (``scipy.stats.bootstrap`` with ``paired=True``, BCa where it is
-    defined, percentile otherwise). With a constant statistic the interval collapses to the
-    point; with a single common file there is no interval (``ci_low = ci_high = NaN``).
+    ``seed`` column. Only the seeds present on both sides and the files present in every one of
+    those seeds on both sides enter (paired design). The effect of seed ``s`` is
+    ``d_s = F1_s(a) - F1_s(b)`` in points, ``F1_s`` the pooled F1 of seed ``s`` over the files; the
+    effect is the mean of ``d_s`` over seeds (the Table III figure of ``a`` minus that of ``b``).
+
+    Interval: **two-level paired bootstrap** (percentile, ``n_resamples`` resamples, seeded numpy
+    RNG so that the same inputs give the same interval). A resample draws ``S`` seeds with
+    replacement (training randomness), then ``F`` test files with replacement (test-set sampling),
+    and takes the mean over the drawn seeds of ``F1_s(a) - F1_s(b)`` over the drawn files. The drawn
+    files are the same for both experiments (paired) and for every drawn seed of the resample: the
+    test set is one set shared by all seeds (a crossed, not nested, design), so drawing files
+    afresh per seed would average the file noise down over seeds although it is not independent
+    between them. Resampling both levels is conservative for such a crossed design (it counts the
+    seed x file interaction twice), which is the safe side for a verdict.
+
+    ``ci_method`` names what the interval covers: :data:`CI_TWO_LEVEL` (>= 2 seeds, >= 2 files);
+    :data:`CI_FILES_ONLY` with one seed: the interval is over test files only and says nothing
+    about training randomness (a finding then gets no verdict, see :mod:`slotmpe.results.findings`);
+    :data:`CI_SEEDS_ONLY` with one common file; :data:`CI_NONE` (one seed and one file,
+    ``ci_low = ci_high = NaN``). With few seeds the seed level has few distinct resamples (3 seeds:
+    10), so the interval is coarse; it is widened to contain the point estimate.
+
+    ``seeds_agree``: every ``d_s`` is non-zero and has the same sign (the condition the findings'
+    verdicts add to the interval). ``seed_effects``: the ``d_s`` in seed order.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 PER_FILE_NAME = "per_file.csv"
 PER_FILE_COLUMNS: tuple[str, ...] = ("file", "output", "tp", "fp", "fn", "n_frames", "threshold")
-OUTPUTS: tuple[str, ...] = ("mix", "slot")
+FRAME_OUTPUTS: tuple[str, ...] = ("mix", "slot")
+NOTE_OUTPUTS: tuple[str, ...] = (
+    "note_onset", "note_onoff", "slot_note_onset", "slot_note_onoff", "multi_instrument",
+)
+OUTPUTS: tuple[str, ...] = FRAME_OUTPUTS + NOTE_OUTPUTS
+
+CI_TWO_LEVEL = "two-level paired bootstrap (seeds, files)"
+CI_FILES_ONLY = "paired file bootstrap, 1 seed (training randomness not covered)"
+CI_SEEDS_ONLY = "seed bootstrap, 1 file (test-set sampling not covered)"
+CI_NONE = "none (1 seed, 1 file)"
 
 
 class StatsError(ValueError):
@@ -48,15 +72,24 @@ class StatsError(ValueError):
 
 @dataclass(frozen=True)
 class PairedEffect:
-    """Effect ``F1(a) - F1(b)`` in points with its bootstrap confidence interval."""
+    """Effect ``F1(a) - F1(b)`` in points with its seed-aware bootstrap interval (module docstring)."""
 
     effect: float
     ci_low: float
     ci_high: float
     n_seeds: int
     n_files: int
+    ci_method: str = ""
+    seeds_agree: bool = False
+    seed_effects: tuple[float, ...] = ()
 
-    def as_dict(self) -> dict[str, float | int]:
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width in points: about the smallest effect these seeds and files
+        can tell from 0 (NaN without an interval)."""
+        return 0.5 * (self.ci_high - self.ci_low)
+
+    def as_dict(self) -> dict[str, object]:
         """Plain dict of the fields (for CSV rows)."""
         return asdict(self)
 
@@ -138,6 +171,11 @@ def _common(a: pd.DataFrame, b: pd.DataFrame, output: str) -> tuple[list[int], l
     return seeds, sorted(files)
 
 
+def _seed_signs_agree(d: np.ndarray) -> bool:
+    """Whether every per-seed effect is non-zero and of one sign."""
+    return bool(d.size) and (bool(np.all(d > 0)) or bool(np.all(d < 0)))
+
+
 def paired_effect(
     a: pd.DataFrame,
     b: pd.DataFrame,
@@ -145,52 +183,46 @@ def paired_effect(
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    batch: int = 250,
 ) -> PairedEffect:
-    """Effect ``F1(a) - F1(b)`` (points) with a paired bootstrap CI over test files (module docstring).
+    """Effect ``F1(a) - F1(b)`` (points) with a two-level (seeds, files) paired bootstrap interval.
 
     Args:
         a, b: per-file tables (:data:`PER_FILE_COLUMNS` + ``seed``) concatenated over seeds.
-        output: ``"mix"`` or ``"slot"``.
-        n_resamples: bootstrap resamples; confidence: CI level; seed: bootstrap RNG seed.
+        output: one of :data:`OUTPUTS`.
+        n_resamples: bootstrap resamples; confidence: CI level; seed: bootstrap RNG seed;
+        batch: resamples evaluated at once (memory ``~ 48 * batch * S * F`` bytes).
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
     seeds, files = _common(a, b, output)
     ca = _count_cube(a, output, seeds, files)  # (3, S, F)
     cb = _count_cube(b, output, seeds, files)
+    n_s, n_f = len(seeds), len(files)
+    d_seed = _f1(*ca.sum(axis=-1)) - _f1(*cb.sum(axis=-1))  # (S,) per-seed effects
+    point = float(d_seed.mean())
+    agree = _seed_signs_agree(d_seed)
+    per_seed = tuple(float(round(v, 6)) for v in d_seed)
+    method = (CI_TWO_LEVEL if n_s > 1 and n_f > 1 else CI_FILES_ONLY if n_f > 1
+              else CI_SEEDS_ONLY if n_s > 1 else CI_NONE)
+    if method == CI_NONE:
+        return PairedEffect(point, math.nan, math.nan, n_s, n_f, method, agree, per_seed)
 
-    def stat(ia: np.ndarray, ib: np.ndarray, axis: int = -1) -> np.ndarray:
-        """File indices ``(..., F)`` of one or a batch of resamples (identical on both sides)."""
-        ia = np.asarray(ia, dtype=np.int64)
-        sa = ca[:, :, ia].sum(axis=-1)  # (3, S, ...)
-        sb = cb[:, :, ia].sum(axis=-1)
-        return _f1(*sa).mean(axis=0) - _f1(*sb).mean(axis=0)
-
-    idx = np.arange(len(files))
-    point = float(stat(idx, idx))
-    if len(files) < 2:  # no file variation to resample: no interval
-        return PairedEffect(point, math.nan, math.nan, len(seeds), len(files))
-
-    res = None
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                res = sps.bootstrap(
-                    (idx, idx), stat, paired=True, vectorized=True, n_resamples=n_resamples,
-                    confidence_level=confidence, method=method, batch=256,
-                    random_state=np.random.default_rng(seed),
-                )
-            except (ValueError, FloatingPointError):
-                res = None
-        if res is not None and np.all(np.isfinite([res.confidence_interval.low,
-                                                   res.confidence_interval.high])):
-            break
-    if res is None or not np.isfinite(res.confidence_interval.low):
-        lo = hi = point  # degenerate (constant statistic)
-    else:
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return PairedEffect(point, min(lo, point), max(hi, point), len(seeds), len(files))
+    rng = np.random.default_rng(seed)  # all draws first: the result does not depend on batch
+    seed_draws = (rng.integers(0, n_s, size=(n_resamples, n_s)) if n_s > 1
+                  else np.zeros((n_resamples, 1), dtype=np.int64))  # (R, S)
+    file_draws = (rng.integers(0, n_f, size=(n_resamples, n_f)) if n_f > 1
+                  else np.zeros((n_resamples, 1), dtype=np.int64))  # (R, F): seeds, sides share
+    stats_out = np.empty(n_resamples, dtype=np.float64)
+    for start in range(0, n_resamples, batch):
+        si = seed_draws[start:start + batch]
+        fi = file_draws[start:start + batch]
+        sa = ca[:, si[:, :, None], fi[:, None, :]].sum(axis=-1)  # (3, m, S)
+        sb = cb[:, si[:, :, None], fi[:, None, :]].sum(axis=-1)
+        stats_out[start:start + len(si)] = (_f1(*sa) - _f1(*sb)).mean(axis=-1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = (float(v) for v in np.quantile(stats_out, [alpha, 1.0 - alpha]))
+    return PairedEffect(point, min(lo, point), max(hi, point), n_s, n_f, method, agree, per_seed)
 
 
 # --------------------------------------------------------------------------------------------

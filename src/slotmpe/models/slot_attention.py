@@ -29,6 +29,12 @@ inputs the tokens are processed in chunks of at most ``token_chunk`` tokens (who
 per-slot numerators and denominators being accumulated, so peak memory for the attention itself
 is ``O(K * token_chunk + token_chunk * d)`` independent of ``T``; only the slot-branch map
 ``(B, Cs, 72, T)`` is held in full. The result is identical to the unchunked computation.
+
+Backward: when the tokens come in one chunk (training windows) and ``fused_token_grad`` is on,
+the gradient of the token map, a sum of ``2 n_iters`` products ``(B, N, K) x (B, K, d)``, is built
+in one batched product ``(B, N, 2 n_iters K) x (B, 2 n_iters K, d)``
+(:class:`slotmpe.models.token_grad.TokenGradHub`): same forward bit for bit, gradients equal to
+float rounding, faster (fewer passes over ``(B, N, d)`` tensors).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import torch
 from torch import nn
 
 from slotmpe.constants import N_PITCHES, SLOT_DIM
+from slotmpe.models.token_grad import TokenGradHub
 
 
 class SlotAttention(nn.Module):
@@ -54,6 +61,9 @@ class SlotAttention(nn.Module):
         n_pitches: pitch rows of the token map (72).
         token_chunk: maximum tokens processed at once (memory bound for long inputs).
         eps: numerical epsilon of the weighted mean.
+        fused_token_grad: build the token map's gradient in one batched product (single-chunk
+            inputs with gradients only; exact up to float rounding). Also a plain attribute, so
+            a benchmark can switch it per step.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class SlotAttention(nn.Module):
         n_pitches: int = N_PITCHES,
         token_chunk: int = 65_536,
         eps: float = 1e-8,
+        fused_token_grad: bool = True,
     ) -> None:
         super().__init__()
         if n_iters < 1:
@@ -76,6 +87,7 @@ class SlotAttention(nn.Module):
         self.n_pitches = int(n_pitches)
         self.token_chunk = int(token_chunk)
         self.eps = float(eps)
+        self.fused_token_grad = bool(fused_token_grad)
         self.scale = 1.0 / math.sqrt(dim)
         # token embedding
         self.token_norm = nn.LayerNorm(in_channels)
@@ -105,7 +117,10 @@ class SlotAttention(nn.Module):
         return max(1, self.token_chunk // self.n_pitches)
 
     def _iterate(
-        self, slots: torch.Tensor, token_chunks: Callable[[], Iterator[torch.Tensor]]
+        self,
+        slots: torch.Tensor,
+        token_chunks: Callable[[], Iterator[torch.Tensor]],
+        hub: TokenGradHub | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the ``n_iters`` attention iterations with folded key/value projections.
 
@@ -113,6 +128,8 @@ class SlotAttention(nn.Module):
             slots: initial slots ``(B, K, d)``.
             token_chunks: returns a fresh iterator over token chunks ``(B, n, d)`` that together
                 cover all ``N`` tokens in order (called once per iteration).
+            hub: with a single chunk, its :class:`TokenGradHub` (the products with the tokens
+                go through it, so their gradient is built in one product); else ``None``.
 
         Returns:
             final slots ``(B, K, d)`` and the last iteration's attention ``(B, K, N)`` if the
@@ -128,8 +145,9 @@ class SlotAttention(nn.Module):
             den = slots.new_zeros(*slots.shape[:2], 1)  # sum_j a_kj
             n_chunks = 0
             for z in token_chunks():
-                attn = torch.softmax(torch.matmul(qk, z.transpose(1, 2)) + qb, dim=1)  # (B,K,n)
-                num = num + torch.matmul(attn, z)
+                logits = torch.matmul(qk, z.transpose(1, 2)) if hub is None else hub.logits(qk)
+                attn = torch.softmax(logits + qb, dim=1)  # (B, K, n)
+                num = num + (torch.matmul(attn, z) if hub is None else hub.aggregate(attn))
                 den = den + attn.sum(-1, keepdim=True)
                 attn_out = attn
                 n_chunks += 1
@@ -164,8 +182,11 @@ class SlotAttention(nn.Module):
         q0 = self.queries if queries is None else queries
         slots = q0.unsqueeze(0).expand(b, -1, -1)
         fpc = self._frames_per_chunk()
+        hub = None
         if t <= fpc:
             z_all = (self.tokens(feat) if tokens is None else tokens).reshape(b, p * t, self.dim)
+            if self.fused_token_grad and TokenGradHub.applies(z_all):
+                hub = TokenGradHub(z_all)
 
             def chunks() -> Iterator[torch.Tensor]:
                 yield z_all
@@ -175,7 +196,7 @@ class SlotAttention(nn.Module):
                 for a in range(0, t, fpc):
                     yield self.tokens(feat[..., a : a + fpc]).reshape(b, -1, self.dim)
 
-        slots, attn = self._iterate(slots, chunks)
+        slots, attn = self._iterate(slots, chunks, hub)
         if attn is not None:
             attn = attn.reshape(b, -1, p, t)
         return slots, attn

@@ -218,3 +218,63 @@ def test_unavailable_cuda_is_one_line(model_1a: Path, tmp_path: Path,
     rc = main(["transcribe", str(wav), "--model", str(model_1a), "--device", "cuda"])
     lines = _stderr_lines(capsys.readouterr().err)
     assert rc == 1 and len(lines) == 1 and "CUDA is not available" in lines[0]
+
+
+# ------------------------------------------------------------------ evaluate (issue 24, fault 1)
+
+
+def test_evaluate_cache_follows_its_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    """Editing every label file and evaluating again into the same work dir gave the old
+    metrics.json (the feature cache was keyed by path); now it equals a fresh work dir's. A failed
+    run leaves no metrics.json behind, and a timbre encoder is refused before the data is read."""
+    import json
+
+    import pandas as pd
+    import pretty_midi
+    import torch
+    from test_folder import make_folder
+
+    from slotmpe.models import build_model, save_checkpoint
+    from slotmpe.models.timbre_encoder import TimbreEncoder
+
+    data = make_folder(tmp_path / "quartets")
+    (data / "split.csv").write_text("piece,split\nsong_a,test\nsong_b,val\nsong_c,test\n")
+    torch.manual_seed(0)
+    model = tmp_path / "results" / "chamber" / "1c" / "seed0" / "model.pt"
+    save_checkpoint(model, build_model("1c"), {"exp": "1c", "dataset": "chamber", "seed": 0})
+
+    def evaluate(work: str) -> int:
+        return main(["evaluate", str(model), str(data), "--work-dir", str(tmp_path / work),
+                     "--split", "all", "--no-progress", "--threads", "1"])
+
+    def std_ap(work: str) -> float:
+        return float(json.loads((tmp_path / work / "metrics.json").read_text())["std_ap"])
+
+    assert evaluate("wd") == 0
+    before = std_ap("wd")
+    for f in data.rglob("*.csv"):  # every label one fifth higher
+        if f.name not in ("split.csv", "metadata.csv"):
+            df = pd.read_csv(f)
+            df["midi"] += 7
+            df.to_csv(f, index=False)
+    for f in data.rglob("*.mid"):
+        pm = pretty_midi.PrettyMIDI(str(f))
+        for inst in pm.instruments:
+            for n in inst.notes:
+                n.pitch += 7
+        pm.write(str(f))
+    assert evaluate("wd") == 0 and evaluate("fresh") == 0
+    assert std_ap("wd") == pytest.approx(std_ap("fresh"))
+    assert std_ap("wd") != pytest.approx(before)
+
+    (data / "song_a" / "stems" / "violin_1.wav").write_bytes(b"not audio")
+    assert evaluate("wd") == 1
+    assert not (tmp_path / "wd" / "metrics.json").exists()
+    assert not (tmp_path / "wd" / "per_file.csv").exists()
+
+    enc = tmp_path / "encoder.pt"
+    save_checkpoint(enc, TimbreEncoder(), {})
+    capsys.readouterr()
+    assert main(["evaluate", str(enc), str(tmp_path / "nowhere")]) == 1
+    assert "timbre encoder" in capsys.readouterr().err

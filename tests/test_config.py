@@ -58,3 +58,92 @@ def test_nested_command_line_strings_are_coerced() -> None:
                               "table3_rows": [["1a", "chamber"]]})
     assert out["train"] == {"max_epochs": 2, "lr": 0.1, "windows_per_epoch": None}
     assert out["table3_rows"] == [["1a", "chamber"]]
+
+
+# ------------------------------------------------------------------ unknown keys (issue 24, fault 5)
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"seedz": "[1]"}, r"unknown key 'seedz' in the top level; did you mean 'seeds'\?"),
+        ({"train": {"max_epoch": "2"}}, r"'max_epoch' in train; did you mean 'max_epochs'\?"),
+        ({"train": {"loss_weights": {"timbr": "0.3"}}},
+         r"'timbr' in train.loss_weights; did you mean 'timbre'\?"),
+        ({"datasets": {"chamber": {"minuts": "1"}}},
+         r"'minuts' in datasets.chamber for a dataset of type 'chamber'; did you mean 'minutes'\?"),
+        ({"datasets": {"mine": {"type": "folder", "path": "x", "minutes": "1"}}},
+         r"'minutes' in datasets.mine for a dataset of type 'folder'"),
+        ({"timbre": {"batchsize": "4"}}, r"did you mean 'batch_size'\?"),
+    ],
+)
+def test_config_typos_name_the_closest_valid_key(override: dict, needle: str) -> None:
+    from slotmpe.config import validate_config
+
+    with pytest.raises(ConfigError, match=needle):
+        validate_config(load_config(REPO / "config.yaml", override), SCHEMA)
+
+
+@pytest.mark.parametrize("profile", ["default", "tiny", "paper"])
+def test_shipped_profiles_and_new_keys_validate(profile: str) -> None:
+    from slotmpe.config import validate_config
+
+    validate_config(load_config(REPO / "config.yaml", {"profile": profile}), SCHEMA)
+    # keys other engineers add concurrently (issue 24's brief)
+    new = {"train": {"precision": "bf16", "grad_clip": "null", "selection_metric": "mix",
+                     "val_every": "2", "plateau_metric": "total"},
+           "datasets": {"chamber": {"val_pieces": "2", "test_pieces": "2"},
+                        "mine": {"type": "folder", "path": "x"},
+                        "toy": {"type": "urmp", "url": "u", "md5": "0" * 31 + "1"}}}
+    validate_config(load_config(REPO / "config.yaml", {"profile": profile, **new}), SCHEMA)
+
+
+def test_schema_keys_match_the_code() -> None:
+    """The schema's keys are those the code reads: a key added to a dataclass or builder without
+    the schema (or the reverse) fails here."""
+    import dataclasses
+
+    from slotmpe.datasets import embedded, folder
+    from slotmpe.experiments import BASE_LOSS_WEIGHTS
+    from slotmpe.timbre import TimbreConfig
+    from slotmpe.training import TrainConfig
+
+    s = _schema()
+    d = s["$defs"]
+    set_by_workflow = {"seed", "threads", "widths"}
+    pending = {"precision", "val_every", "plateau_metric"}  # added by concurrent work (issue 24)
+    train = {f.name for f in dataclasses.fields(TrainConfig)} - set_by_workflow
+    assert train <= set(d["train"]["properties"]) <= train | pending
+    timbre = {f.name for f in dataclasses.fields(TimbreConfig)} - set_by_workflow
+    assert set(d["timbre"]["properties"]) == timbre
+    assert set(d["train"]["properties"]["loss_weights"]["properties"]) == set(BASE_LOSS_WEIGHTS)
+    embedded_keys = set(d["dataset_embedded"]["properties"]) | {"name"}
+    splits = {"val_pieces", "test_pieces"}
+    assert embedded_keys | set(d["dataset_chamber"].get("properties", {})) == (
+        set(embedded.CHAMBER_DEFAULTS) | splits)
+    assert embedded_keys | set(d["dataset_electro"]["properties"]) == (
+        set(embedded.ELECTRO_DEFAULTS) | splits)
+    assert set(d["dataset_folder"]["properties"]) | {"name"} == set(folder.DEFAULTS) | {"path"}
+
+
+def test_dry_run_rejects_a_typo(tmp_path: Path) -> None:
+    """Through Snakemake: the typo fails at validation with the suggestion (it passed before)."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+                          str(tmp_path), "-n", "results/table3.csv", "--config",
+                          "train={max_epoch: 2}"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode != 0
+    assert "did you mean 'max_epochs'?" in res.stdout + res.stderr

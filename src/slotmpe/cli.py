@@ -221,12 +221,23 @@ def run_evaluate(
     progress: bool = True,
 ) -> int:
     """Score a trained model on a folder dataset or manifest (:func:`slotmpe.generalisation.
-    evaluate_dataset`), print the metrics and write ``metrics.json``; returns 0."""
+    evaluate_dataset`), print the metrics and write ``metrics.json``; returns 0.
+
+    The model file is checked to be a slot model before any data is read. The feature cache in
+    ``work_dir`` is reused only while the data's files are unchanged (content hashes); the
+    previous ``metrics.json`` is deleted when the run starts, so a failed run leaves none.
+    """
     from slotmpe.generalisation import evaluate_dataset
+    from slotmpe.models import CheckpointError, SlotMPE
+    from slotmpe.models.io import require_kind
     from slotmpe.utils import set_threads
 
     if not Path(model_path).is_file():
         raise CLIError(f"model {model_path} does not exist")
+    try:
+        require_kind(model_path, SlotMPE)
+    except CheckpointError as exc:
+        raise CLIError(_one_line(exc)) from exc
     if not Path(data).exists():
         raise CLIError(f"data {data} does not exist")
     if threads:
@@ -425,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
             "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
-            "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir.\n"
+            "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir;\n"
+            "the cache is reused only while DATA's files are unchanged (content hashes), and\n"
+            "the previous metrics.json is removed when a run starts (a failed run leaves none).\n"
             "Thresholds: those tuned on the model's own validation split (thresholds.json beside\n"
             "the model), --thresholds FILE, or --tune on DATA's val split. Slot metrics need stems."
         ),

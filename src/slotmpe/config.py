@@ -138,3 +138,83 @@ def table3_ext_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         if e.base is None:
             raise ConfigError(f"table3_ext_rows: {exp} is not an extension experiment (no base)")
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# validation with readable errors
+
+
+def _ref_target(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The subschema a local ``$ref`` (``#/$defs/name``) points to."""
+    target: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return target  # type: ignore[no-any-return]
+
+
+def allowed_keys(schema: Mapping[str, Any], instance: Any, root: Mapping[str, Any]) -> set[str]:
+    """Keys an object ``instance`` may have under ``schema``: its ``properties`` and those of the
+    subschemas that apply in place (``$ref``, ``allOf``, and ``then`` where ``if`` holds)."""
+    import jsonschema
+
+    out = set(schema.get("properties", {}))
+    if isinstance(schema.get("$ref"), str):
+        out |= allowed_keys(_ref_target(schema["$ref"], root), instance, root)
+    for sub in schema.get("allOf", []):
+        out |= allowed_keys(sub, instance, root)
+    if "if" in schema and "then" in schema:
+        cls = jsonschema.validators.validator_for(root)
+        if cls(schema["if"]).is_valid(instance):
+            out |= allowed_keys(schema["then"], instance, root)
+    return out
+
+
+def _where(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "the top level"
+
+
+def _unknown_key_messages(error: Any, root: Mapping[str, Any]) -> list[str]:
+    """One message per unknown key of an ``additionalProperties``/``unevaluatedProperties``
+    error, naming the closest valid key (difflib) and the valid ones."""
+    import difflib
+
+    inst = error.instance
+    if not isinstance(inst, Mapping):
+        return []
+    allowed = sorted(allowed_keys(error.schema, inst, root))
+    out = []
+    for key in sorted(set(inst) - set(allowed), key=str):
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        kind = ""
+        if isinstance(inst.get("type"), str) and list(error.absolute_path)[:1] == ["datasets"]:
+            kind = f" for a dataset of type {inst['type']!r}"
+        out.append(f"config: unknown key {key!r} in {_where(error.absolute_path)}{kind}; {hint}"
+                   f"valid keys: {', '.join(allowed)}")
+    return out
+
+
+def validate_config(config: Mapping[str, Any], schema: str | Path | Mapping[str, Any]) -> None:
+    """Check ``config`` against the JSON schema (``workflow/schemas/config.schema.yaml``).
+
+    Raises :class:`ConfigError` listing every problem, one line each: an unknown key names the
+    closest valid key (``seedz`` -> ``seeds``, ``max_epoch`` -> ``max_epochs``, a dataset's
+    ``minuts`` -> ``minutes``, among the keys of that dataset's ``type``), any other violation
+    names the setting and jsonschema's message. ``config`` is not changed (Snakemake's
+    ``validate`` fills in the defaults afterwards).
+    """
+    import jsonschema
+
+    if not isinstance(schema, Mapping):
+        with open(schema, encoding="utf-8") as fh:
+            schema = yaml.safe_load(fh)
+    cls = jsonschema.validators.validator_for(schema)
+    messages: list[str] = []
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: [str(p) for p in e.path])
+    for err in errors:
+        if err.validator in ("additionalProperties", "unevaluatedProperties"):
+            messages += _unknown_key_messages(err, schema)
+        else:
+            messages.append(f"config: {_where(err.absolute_path)}: {err.message}")
+    if messages:
+        raise ConfigError("\n".join(dict.fromkeys(messages)))

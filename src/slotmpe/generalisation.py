@@ -307,8 +307,10 @@ def _prepare_manifest(data: Path, work_dir: Path, split: str) -> tuple[Path, str
     """``work_dir/manifest.parquet`` for a folder dataset or a manifest, and the dataset name.
 
     A folder is adapted by the ``folder`` builder; a ``manifest.parquet`` is copied with its paths
-    re-based onto ``work_dir`` (manifest paths are relative to the manifest's folder). ``split == "all"`` relabels every piece as ``test``. The file is rewritten only
-    when its content changes, so an unchanged dataset reuses the feature cache.
+    re-based onto ``work_dir`` (manifest paths are relative to the manifest's folder).
+    ``split == "all"`` relabels every piece as ``test``. The file is rewritten only when its
+    content changes; whether the feature cache is still valid is decided by :func:`_features`
+    from the content of the files the manifest names, not from this file.
     """
     from slotmpe.datasets import build_dataset
     from slotmpe.datasets.manifest import read_manifest, relative_path, resolve_path
@@ -345,15 +347,66 @@ def _prepare_manifest(data: Path, work_dir: Path, split: str) -> tuple[Path, str
     return out, name
 
 
+INPUTS_NAME: str = "inputs.json"  # fingerprint of what the feature cache was built from
+
+
+def input_fingerprint(manifest: Path) -> dict[str, Any]:
+    """What the feature cache of ``manifest`` depends on: the manifest's rows and the content of
+    every file they name (audio, stems, notes), as a dict ``{"manifest": sha256, "files":
+    {path: sha256}, "slotmpe": version}``.
+
+    Content hashes rather than sizes and modification times: the folder adapter rewrites the
+    notes converted from MIDI (and a summed mix) at every run, and an edit that keeps a file's
+    size within the file system's time resolution would pass a stat check. Hashing reads the
+    files once (~1 GB/s), far less than the features cost.
+    """
+    import hashlib
+
+    import slotmpe
+    from slotmpe.datasets.manifest import resolve_path
+
+    df = pd.read_parquet(manifest)
+    rows = df.astype(str).to_csv(index=False).encode()
+    files: dict[str, str] = {}
+    for col in ("stem_path", "mix_path", "notes_path"):
+        for rel in df[col]:
+            if isinstance(rel, str) and rel and rel not in files:
+                path = resolve_path(manifest.parent, rel)
+                try:
+                    with open(path, "rb") as fh:
+                        files[rel] = hashlib.file_digest(fh, "sha256").hexdigest()
+                except OSError:
+                    files[rel] = "missing"
+    return {"manifest": hashlib.sha256(rows).hexdigest(), "files": dict(sorted(files.items())),
+            "slotmpe": slotmpe.__version__}
+
+
 def _features(manifest: Path, work_dir: Path) -> Path:
-    """Feature cache of ``manifest`` under ``work_dir/features`` (reused when up to date)."""
+    """Feature cache of ``manifest`` under ``work_dir/features``, reused only when its inputs
+    (the manifest and the content of every file it names, :func:`input_fingerprint`) are those
+    it was built from; otherwise it is deleted and rebuilt."""
+    import shutil
+
     from slotmpe.features import build_feature_cache
 
-    index = work_dir / "features" / "index.csv"
-    if index.is_file() and index.stat().st_mtime >= manifest.stat().st_mtime:
-        log.info("reusing the feature cache %s", index.parent)
-        return index.parent
-    return Path(build_feature_cache(manifest, index.parent)).parent
+    cache = work_dir / "features"
+    index, stamp = cache / "index.csv", cache / INPUTS_NAME
+    fingerprint = input_fingerprint(manifest)
+    if index.is_file() and stamp.is_file():
+        try:
+            same = json.loads(stamp.read_text()) == fingerprint
+        except ValueError:
+            same = False
+        if same:
+            log.info("reusing the feature cache %s (its inputs are unchanged)", cache)
+            return cache
+    if cache.exists():
+        log.info("rebuilding the feature cache %s: its inputs changed", cache)
+        shutil.rmtree(cache)
+    out = Path(build_feature_cache(manifest, cache)).parent
+    with atomic_path(stamp) as tmp:  # written last: an interrupted build is never reused
+        tmp.write_text(json.dumps(fingerprint, indent=1) + "\n")
+    return out
 
 
 def evaluate_dataset(
@@ -383,12 +436,21 @@ def evaluate_dataset(
         encoder_path: timbre encoder for ``timbre_cos``; default
             ``results/{train_ds}/timbre/encoder.pt`` found from the model's path, if present.
         out_path: ``metrics.json`` (default ``work_dir/metrics.json``).
+
+    The feature cache under ``work_dir`` is reused only while the data are unchanged (content
+    hashes, :func:`input_fingerprint`). ``out_path`` and its ``per_file.csv`` are deleted at the
+    start, so after a failed run no earlier result is left in their place.
     """
-    from slotmpe.evaluation import _load_model, evaluate_model, tune_thresholds
+    from slotmpe.evaluation import PER_FILE_NAME, _load_model, evaluate_model, tune_thresholds
     from slotmpe.timbre import export_embeddings
 
     model_path, work_dir = Path(model_path), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    # The outputs of an earlier run go first: a run that fails leaves no metrics.json that could
+    # be taken for its result (a successful run writes them anew, atomically).
+    out_path = Path(out_path or work_dir / "metrics.json")
+    for old in (out_path, out_path.with_name(PER_FILE_NAME)):
+        old.unlink(missing_ok=True)
     _, exp, info = _load_model(model_path)
     manifest, name = _prepare_manifest(Path(data), work_dir, split)
     feature_dir = _features(manifest, work_dir)
@@ -424,7 +486,7 @@ def evaluate_dataset(
     extra = _extra(str(info["dataset"]), name, source, stems)
     extra["split"] = split
     return evaluate_model(
-        model_path, thresholds_path, feature_dir, out_path or work_dir / "metrics.json",
+        model_path, thresholds_path, feature_dir, out_path,
         embeddings_path=emb, split=eval_split, device=device, max_frames=max_frames,
         extra=extra, progress=progress,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from slotmpe.config import apply_profile, table3_ext_rows, table3_rows
+from slotmpe.config import apply_profile, table3_ext_rows, table3_rows, validate_config
 from slotmpe.download import source_json
 from slotmpe.experiments import ALL_EXPERIMENTS, get_experiment
 
@@ -15,6 +15,9 @@ _resolved = apply_profile(config, workflow.config_settings.overwrite_config)
 config.clear()
 config.update(_resolved)
 
+# Unknown keys (typos) fail here, naming the closest valid key; Snakemake's validate then fills
+# in the defaults.
+validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 validate(config, "../schemas/config.schema.yaml")
 
 DATASETS = sorted(config["datasets"])

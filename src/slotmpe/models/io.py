@@ -149,10 +149,52 @@ def read_checkpoint(
     return ckpt
 
 
+# What each model class of the package is, for messages about a file of the wrong kind.
+MODEL_KINDS: dict[str, str] = {
+    "slotmpe.models.slotmpe.SlotMPE": "slot model (results/{dataset}/{exp}/seed{seed}/model.pt)",
+    "slotmpe.models.timbre_encoder.TimbreEncoder": (
+        "timbre encoder (results/{dataset}/timbre/encoder.pt)"),
+}
+
+
+def checkpoint_kind(class_path: str) -> str:
+    """Words for the kind of model a checkpoint's ``class`` entry names (for messages)."""
+    return MODEL_KINDS.get(class_path, f"{class_path} model")
+
+
+def check_kind(path: str | os.PathLike[str], class_path: str, expected: type) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` and its kind unless the stored class
+    ``class_path`` is ``expected`` or a subclass of it (checked without building the model)."""
+    cls = _import_class(class_path)
+    if not (isinstance(cls, type) and issubclass(cls, expected)):
+        want = checkpoint_kind(f"{expected.__module__}.{expected.__qualname__}")
+        raise CheckpointError(
+            f"{path}: this is a {checkpoint_kind(class_path)} checkpoint, not a {want}"
+        )
+
+
+def require_kind(path: str | os.PathLike[str], expected: type) -> None:
+    """Check that the checkpoint at ``path`` holds an ``expected`` model, reading only its header
+    entries (the weights are memory-mapped, not read); raises :class:`CheckpointError`."""
+    p = Path(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, or unreadable: read_checkpoint says which
+        ckpt = read_checkpoint(p)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "class" not in ckpt:
+        raise CheckpointError(f"{p} is not a slotmpe checkpoint (missing format marker)")
+    check_kind(p, str(ckpt["class"]), expected)
+
+
 def load_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+    expected: type | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the stored model and load its weights.
+
+    ``expected``: the model class the caller needs (e.g. ``SlotMPE``); a checkpoint of another
+    kind (a timbre ``encoder.pt`` given as a slot model) raises :class:`CheckpointError` naming
+    the file and its kind before the model is built.
 
     Returns:
         ``(model, meta)`` with the model in eval mode on ``map_location`` and ``meta`` the
@@ -163,6 +205,8 @@ def load_checkpoint(
         CheckpointError: missing/corrupt file, unknown class, or weights that do not fit.
     """
     ckpt = read_checkpoint(path, map_location)
+    if expected is not None:
+        check_kind(path, str(ckpt["class"]), expected)
     cls = _import_class(str(ckpt["class"]))
     try:
         model = cls(**ckpt["kwargs"])

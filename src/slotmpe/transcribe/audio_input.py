@@ -12,13 +12,25 @@ Every problem is one :class:`~slotmpe.audio.AudioError` line naming the file:
 * samples that are NaN/inf, or finite but beyond :data:`MAX_ABS_SAMPLE` (a float file with a peak
   of 3e38 overflows every later sum): ``values out of range`` with the peak;
 * an empty (0-byte or 0-sample) or silent file.
+
+Standard input (``-``): libsndfile decodes WAV, RF64, AIFF and AU sequentially, so these are read
+from a pipe block by block as they arrive (live input: ``sox -d -t wav - | slotmpe transcribe -
+--stream``). Its FLAC, Ogg and MP3 decoders seek, which a pipe cannot do (FLAC fails with "flac
+decoder lost sync", MP3 returns short reads and drops the end), so any other format is first read
+to the end of the input into a spooled temporary file (in memory up to
+:data:`STDIN_SPOOL_BYTES`, then on disk) and decoded from there. A redirected regular file
+(``- < song.flac``) is seekable and read in place. When the decoder stops before the number of
+frames the header announces, a warning names the input and both durations.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +42,23 @@ import soxr
 
 from slotmpe.audio import SILENCE_PEAK, AudioError
 from slotmpe.constants import SAMPLE_RATE
+from slotmpe.utils import get_logger
+
+log = get_logger(__name__)
 
 BLOCK_SECONDS: float = 10.0  # seconds of the file read at a time
 # Float audio is nominally in [-1, 1]; a peak above this (60 dB over full scale) is an error.
 MAX_ABS_SAMPLE: float = 1000.0
 STDIN: str = "-"  # the file name that means standard input
+STDIN_NAME: str = "stdin"  # output base name of standard input (``stdin.mid``, ...)
+# Headers of the formats libsndfile decodes from a pipe without seeking (RIFF/RF64 WAV, AIFF, AU).
+PIPE_SAFE_MAGIC: tuple[bytes, ...] = (b"RIFF", b"RF64", b"FORM", b".snd")
+STDIN_SPOOL_BYTES: int = 64 * 2**20  # stdin of other formats: in memory up to this, then on disk
+
+
+def input_stem(path: str | os.PathLike[str]) -> str:
+    """Output base name of an input: the file's stem, :data:`STDIN_NAME` for ``-`` (stdin)."""
+    return STDIN_NAME if str(path) == STDIN else Path(path).stem
 
 
 @dataclass
@@ -50,6 +74,7 @@ class AudioSource:
     channels: int
     frames: int
     _file: Any = field(repr=False, default=None)
+    _closers: list[Any] = field(repr=False, default_factory=list)  # called by :meth:`close`
     n_samples_16k: int = 0  # samples yielded so far
     peak: float = 0.0  # absolute peak of the mono signal read so far
 
@@ -68,13 +93,16 @@ class AudioSource:
         rs = (None if self.sample_rate == SAMPLE_RATE
               else soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32",
                                        quality="HQ"))
+        n_read = 0  # frames decoded, at the input's own rate
         try:
             while True:
                 try:
                     data = self._file.read(size, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError) as exc:
                     raise AudioError(f"{self.name}: cannot decode audio ({_reason(exc)})") from exc
-                last = len(data) < size
+                # only an empty read ends the input: decoders may return short reads before it
+                last = len(data) == 0
+                n_read += len(data)
                 mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
                 if mono.size:
                     self._check(mono)
@@ -87,11 +115,22 @@ class AudioSource:
                 if last:
                     break
         finally:
-            self._file.close()
+            self.close()
+        if 0 < n_read < self.frames:
+            log.warning("%s: decoding stopped after %.2f s of the %.2f s the header announces "
+                        "(truncated or corrupt input?)", self.name, n_read / self.sample_rate,
+                        self.frames / self.sample_rate)
         if self.n_samples_16k == 0:
             raise AudioError(f"{self.name}: audio is empty (0 samples)")
         if self.peak < SILENCE_PEAK:
             raise AudioError(f"{self.name}: audio is silent (peak below {SILENCE_PEAK:g})")
+
+    def close(self) -> None:
+        """Close the decoder and whatever feeds it (a spool or a pipe)."""
+        self._file.close()
+        for closer in self._closers:
+            closer()
+        self._closers.clear()
 
     def read_all(self) -> np.ndarray:
         """The whole input as one 16 kHz mono float32 array ``(n,)``."""
@@ -119,6 +158,83 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _read_head(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fd`` (fewer only at the end of the input)."""
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _pipe_with_head(head: bytes, fd: int) -> tuple[int, threading.Thread]:
+    """A new pipe that yields ``head`` and then everything else read from ``fd``.
+
+    A thread copies; it ends at the end of the input or when the reading end is closed.
+    Returns ``(read fd, thread)``.
+    """
+    r, w = os.pipe()
+
+    def copy() -> None:
+        try:
+            with open(w, "wb", buffering=0) as out:
+                out.write(head)
+                while chunk := os.read(fd, 1 << 16):
+                    out.write(chunk)
+        except OSError:  # the reader closed its end (an error or an early stop): nothing to do
+            pass
+
+    thread = threading.Thread(target=copy, name="slotmpe-stdin", daemon=True)
+    thread.start()
+    return r, thread
+
+
+def _open_stdin(stream: BinaryIO) -> AudioSource:
+    """Open standard input (see the module docstring for which formats are read as they arrive)."""
+    name = "<stdin>"
+    fd = stream.fileno()
+    closers: list[Any] = []
+    piped = False  # decoded from a pipe: the header's frame count may be a placeholder
+    try:
+        seekable = os.lseek(fd, 0, os.SEEK_CUR) >= 0 and not os.isatty(fd)
+    except OSError:
+        seekable = False
+    try:
+        if seekable:  # a redirected regular file: libsndfile seeks in it as in any file
+            f = sf.SoundFile(fd, closefd=False)
+        else:
+            head = _read_head(fd, 4)
+            if not head:
+                raise AudioError(f"{name}: audio is empty (0 bytes)")
+            if head in PIPE_SAFE_MAGIC:
+                r, thread = _pipe_with_head(head, fd)
+                closers += [lambda: _close_fd(r), lambda: thread.join(timeout=1.0)]
+                piped = True
+                f = sf.SoundFile(r, closefd=False)
+            else:  # FLAC, Ogg, MP3, ...: decoders that seek; read the input whole first
+                spool = tempfile.SpooledTemporaryFile(max_size=STDIN_SPOOL_BYTES)
+                closers.append(spool.close)
+                spool.write(head)
+                with open(fd, "rb", closefd=False) as src:
+                    shutil.copyfileobj(src, spool, 1 << 20)
+                spool.seek(0)
+                with _quiet_c_stderr():
+                    f = sf.SoundFile(spool)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        for closer in closers:
+            closer()
+        raise AudioError(f"{name}: undecodable format ({_reason(exc)})") from exc
+    frames = -1 if piped else int(f.frames)
+    return AudioSource(name, int(f.samplerate), int(f.channels), frames, f, closers)
+
+
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _quiet_c_stderr() -> Iterator[None]:
     """Silence what C libraries print on file descriptor 2 (libmpg123's "Note: Illegal
@@ -139,16 +255,11 @@ def _quiet_c_stderr() -> Iterator[None]:
 
 
 def open_audio(path: str | os.PathLike[str], stdin: BinaryIO | None = None) -> AudioSource:
-    """Open ``path`` (``"-"``: standard input, any format soundfile reads from a stream) for
-    block-wise reading; raises :class:`AudioError` (one line naming the file) when it cannot."""
+    """Open ``path`` (``"-"``: standard input, any format soundfile reads; see the module
+    docstring) for block-wise reading; raises :class:`AudioError` (one line naming the file) when it cannot."""
     name = str(path)
     if name == STDIN:
-        fd = (stdin if stdin is not None else sys.stdin.buffer).fileno()
-        try:  # a file descriptor: libsndfile reads WAV/AIFF/AU/FLAC from pipes
-            f = sf.SoundFile(fd, closefd=False)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise AudioError(f"<stdin>: undecodable format ({_reason(exc)})") from exc
-        return AudioSource("<stdin>", int(f.samplerate), int(f.channels), -1, f)
+        return _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
     p = Path(path)
     if not p.exists():
         raise AudioError(f"{p}: audio file does not exist")

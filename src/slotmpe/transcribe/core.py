@@ -14,7 +14,7 @@ import numpy as np
 from slotmpe.audio import AudioError, audio_files, readable_audio_extensions
 from slotmpe.constants import SAMPLE_RATE
 from slotmpe.cqt import BLOCK_FRAMES, CONTEXT_FRAMES, cqt_magnitude_blocks, log_compress
-from slotmpe.transcribe.audio_input import open_audio
+from slotmpe.transcribe.audio_input import input_stem, open_audio
 from slotmpe.transcribe.notes import MIX, Track, make_tracks, postprocess_probs
 from slotmpe.transcribe.options import TranscribeOptions
 from slotmpe.transcribe.runners import as_runner
@@ -78,9 +78,9 @@ def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def output_names(files: Sequence[Path]) -> list[str]:
     """Unique output base names: the file stem, ``stem_ext`` when stems collide, then ``_2``, ..."""
-    stems = [f.stem for f in files]
-    names = [f"{f.stem}_{f.suffix.lstrip('.')}" if stems.count(f.stem) > 1 else f.stem
-             for f in files]
+    stems = [input_stem(f) for f in files]  # "-" (stdin) -> "stdin"
+    names = [f"{st}_{f.suffix.lstrip('.')}" if stems.count(st) > 1 else st
+             for f, st in zip(files, stems, strict=True)]
     seen: dict[str, int] = {}
     out = []
     for n in names:

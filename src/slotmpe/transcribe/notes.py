@@ -5,7 +5,9 @@ Per pitch row of a ``(72, T)`` probability map:
 * a frame is *on* where ``prob >= threshold``;
 * runs of on-frames of the same pitch separated by at most ``merge_gap_ms`` of off-frames are
   merged into one note (gap frames become part of the note);
-* notes shorter than ``min_note_ms`` are dropped (after merging);
+* notes shorter than ``min_note_ms`` (rounded up to whole 32 ms frames) are dropped, after merging
+  and after trimming to the end of the audio: a note cut by the file's end is measured as cut
+  (a 0.09 s file cannot give a 96 ms note);
 * times follow the target convention of :mod:`slotmpe.targets` (a note covers the frames whose
   centres lie in ``[onset, offset)``, frame ``t`` centred at ``t * 512 / 16000`` s): a note spanning
   frames ``t0..t1`` gets ``onset_s = t0 * 0.032`` and ``offset_s = (t1 + 1) * 0.032``, so converting
@@ -77,12 +79,14 @@ def probs_to_notes(
     min_note_frames: int = 3,
     merge_gap_frames: int = 2,
     slot: int | str = MIX,
+    duration_s: float | None = None,
 ) -> list[Note]:
     """Notes from a ``(72, T)`` probability map (row ``p`` is MIDI ``23 + p``).
 
     Frames with ``prob >= threshold`` are on; same-pitch runs separated by at most
-    ``merge_gap_frames`` off-frames are merged, then notes shorter than ``min_note_frames`` frames
-    are dropped. Returns notes sorted by onset then pitch, with ``confidence`` = mean probability
+    ``merge_gap_frames`` off-frames are merged; with ``duration_s`` offsets are trimmed to it
+    (:func:`trim_to_duration`); then notes shorter than ``min_note_frames`` frames are dropped.
+    Returns notes sorted by onset then pitch, with ``confidence`` = mean probability
     over the note's frames (see the module docstring for the time convention).
     """
     prob = np.asarray(prob, dtype=np.float32)
@@ -98,20 +102,37 @@ def probs_to_notes(
             keep = (starts[1:] - ends[:-1]) > merge_gap_frames  # True where a real gap starts
             starts = np.concatenate((starts[:1], starts[1:][keep]))
             ends = np.concatenate((ends[:-1][keep], ends[-1:]))
-        long_enough = (ends - starts) >= min_note_frames
         csum = np.concatenate(([0.0], np.cumsum(prob[p], dtype=np.float64)))
-        for s, e in zip(starts[long_enough], ends[long_enough], strict=True):
+        for s, e in zip(starts, ends, strict=True):
+            offset_s = trim_to_duration(int(s), int(e), min_note_frames, duration_s)
+            if offset_s is None:
+                continue
             notes.append(
                 Note(
                     slot=slot,
                     onset_s=float(s) * FRAME_SECONDS,
-                    offset_s=float(e) * FRAME_SECONDS,
+                    offset_s=offset_s,
                     midi=int(MIDI_MIN + p),
                     confidence=float((csum[e] - csum[s]) / (e - s)),
                 )
             )
     notes.sort(key=lambda n: (n.onset_s, n.midi))
     return notes
+
+
+def trim_to_duration(start: int, end: int, min_note_frames: int, duration_s: float | None
+                     ) -> float | None:
+    """Offset in seconds of the note on frames ``[start, end)``, or None when it is dropped.
+
+    The offset is ``end * 0.032`` s, trimmed to ``duration_s`` when given; the note is kept when
+    the trimmed duration is at least ``min_note_frames`` frames (so trimming comes before the
+    length filter).
+    """
+    offset = float(end) * FRAME_SECONDS
+    if duration_s is not None:
+        offset = min(offset, float(duration_s))
+    length = offset - float(start) * FRAME_SECONDS
+    return offset if length >= min_note_frames * FRAME_SECONDS - _TIME_EPS else None
 
 
 def notes_to_roll(notes: Iterable[Note], n_frames: int) -> np.ndarray:
@@ -176,12 +197,11 @@ def make_tracks(
     ``probs["activity"]`` ``(K,)``. Slots below ``options.activity_threshold`` are dropped unless
     ``use_activity`` is False (models whose activity output is not trained, i.e. the fixed-order
     model 1b) or the activity is missing. Returns the kept slot tracks that hold notes, in slot
-    order, then the mixture track (always present). With ``duration_s``, note offsets are clipped
-    to the audio's duration (:func:`clip_notes`).
+    order, then the mixture track (always present). With ``duration_s``, note offsets are trimmed
+    to the audio's duration before the length filter (:func:`trim_to_duration`).
     """
     def notes_of(prob: np.ndarray, thr: float, slot: int | str) -> list[Note]:
-        notes = probs_to_notes(prob, thr, min_frames, gap_frames, slot)
-        return notes if duration_s is None else clip_notes(notes, duration_s)
+        return probs_to_notes(prob, thr, min_frames, gap_frames, slot, duration_s)
 
     min_frames = ms_to_min_frames(options.min_note_ms)
     gap_frames = ms_to_gap_frames(options.merge_gap_ms)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slotmpe.transcribe.model_identity import identity_of_meta
 from slotmpe.transcribe.options import read_thresholds
 from slotmpe.utils import atomic_path
 
@@ -268,6 +269,7 @@ def build_onnx(model: nn.Module, meta: dict[str, Any] | None = None,
         merged = compose.merge_models(merged, g, io_map=[])
     info["thresholds"] = dict(thresholds or {})
     info["source"] = {k: v for k, v in (meta or {}).items() if k in ("versions", "experiment")}
+    info["source"].update(identity_of_meta(meta))  # the run: exp, dataset, seed (model_identity)
     helper.set_model_props(merged, {METADATA_KEY: json.dumps(info)})
     return merged
 

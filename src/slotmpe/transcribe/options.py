@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slotmpe.constants import HOP_LENGTH, SAMPLE_RATE
+from slotmpe.utils import get_logger
+
+log = get_logger(__name__)
 
 MIX: str = "mix"  # value of the CSV ``slot`` column for mixture notes
 FRAME_SECONDS: float = HOP_LENGTH / SAMPLE_RATE  # 0.032 s per frame
@@ -85,8 +88,10 @@ def parse_thresholds(data: Any) -> dict[str, float]:
 
 
 def read_thresholds(model_path: str | os.PathLike[str]) -> dict[str, float]:
-    """Tuned thresholds from ``thresholds.json`` beside ``model_path``, else those embedded in an
-    exported ``.onnx`` model (its ``thresholds`` metadata).
+    """Tuned thresholds from ``thresholds.json`` beside ``model_path`` when it belongs to that
+    model (the ``exp``/``dataset``/``seed`` it records match the model's; see
+    :mod:`slotmpe.transcribe.model_identity`), else those embedded in an exported ``.onnx`` model
+    (its ``thresholds`` metadata).
 
     The file is ``{"mix": float, "slots": float, ...}`` (written by
     :func:`slotmpe.evaluation.tune_thresholds`). Returns the keys found among ``"mix"`` and
@@ -96,9 +101,16 @@ def read_thresholds(model_path: str | os.PathLike[str]) -> dict[str, float]:
     """
     path = Path(model_path).with_name("thresholds.json")
     try:
-        return parse_thresholds(json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        pass
+        doc = None
+    if isinstance(doc, Mapping):  # used only when it belongs to this model (model_identity)
+        from slotmpe.transcribe.model_identity import model_identity, thresholds_mismatch
+
+        if not (wrong := thresholds_mismatch(doc, model_identity(model_path))):
+            return parse_thresholds(doc)
+        log.warning("%s: ignored, tuned for another model than %s (%s)", path, model_path,
+                    ", ".join(wrong))
     if Path(model_path).suffix.lower() == ".onnx":
         from slotmpe.transcribe.onnx_runner import read_onnx_metadata
 

@@ -47,10 +47,10 @@ def load_torch_model(path: str | os.PathLike[str], device: str = "cpu"
     """
     p = Path(path)
     _check_model_file(p, "model.pt")
-    from slotmpe.models import load_checkpoint
+    from slotmpe.models import SlotMPE, load_checkpoint
 
-    try:
-        model, meta = load_checkpoint(p, map_location="cpu")
+    try:  # expected=SlotMPE: a timbre encoder.pt fails here, naming its kind, not at the audio
+        model, meta = load_checkpoint(p, map_location="cpu", expected=SlotMPE)
     except Exception as exc:  # torch raises many types for corrupt/foreign files
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TranscriptionError(f"{p}: cannot load model ({msg})") from exc

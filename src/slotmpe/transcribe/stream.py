@@ -5,7 +5,12 @@ The input (a file or stdin) is read in pieces and processed every :data:`STEP_FR
 1. **CQT** (:class:`slotmpe.cqt.BlockCQT`): the new frames are computed with the full past context
    but only :data:`CQT_LOOKAHEAD` frames of future audio (zeros beyond, which mostly affects the
    lowest, longest filters). The log compression uses the running maximum of the magnitudes so far
-   as its reference (whole-file inference uses the file's maximum), clipped to 1.
+   as its reference (whole-file inference uses the file's maximum), clipped to 1, but never less
+   than :data:`REF_FLOOR`, the magnitude of a sine at :data:`REF_FLOOR_DBFS`: an absolute noise
+   floor. Without it, quiet noise before the music (hiss at -60 or even -100 dBFS) was stretched
+   to the full 80 dB range and became hundreds of notes, where whole-file inference, which sees
+   the music's level, gives none. The cost: a recording whose loudest sound is below
+   ``REF_FLOOR_DBFS`` is seen that many dB quieter than whole-file inference would see it.
 2. **Model**: the model runs on a window of the last :data:`WINDOW_FRAMES` frames (~4 s), of which
    the newest :data:`MODEL_LOOKAHEAD` frames are only context; the frames before them are final.
    The window's slots are put in the order of the previous window's by Hungarian matching on the
@@ -38,7 +43,7 @@ import numpy as np
 from slotmpe.constants import MIDI_MIN, N_PITCHES
 from slotmpe.cqt import CONTEXT_FRAMES, N_WIDE, BlockCQT, log_compress
 from slotmpe.stitching import SLOT_KEYS, align_slots
-from slotmpe.transcribe.audio_input import BLOCK_SECONDS, open_audio
+from slotmpe.transcribe.audio_input import BLOCK_SECONDS, input_stem, open_audio
 from slotmpe.transcribe.core import TranscriptionResult
 from slotmpe.transcribe.notes import (
     MIX,
@@ -49,6 +54,7 @@ from slotmpe.transcribe.notes import (
     ms_to_min_frames,
     postprocess_probs,
     slot_track_name,
+    trim_to_duration,
 )
 from slotmpe.transcribe.options import FRAME_SECONDS, TranscribeOptions
 from slotmpe.transcribe.runners import as_runner
@@ -59,6 +65,8 @@ CQT_LOOKAHEAD: int = 8  # frames of future audio the CQT of a frame waits for (0
 MODEL_LOOKAHEAD: int = 8  # newest frames of a model window that are context only (0.256 s)
 WINDOW_FRAMES: int = 125  # frames the model sees per step (4 s)
 LATENCY_FRAMES: int = STEP_FRAMES + CQT_LOOKAHEAD + MODEL_LOOKAHEAD  # 28 frames = 0.896 s
+REF_FLOOR_DBFS: float = -24.0  # lowest level of the log compression's reference (measured: README)
+REF_FLOOR: float = 0.5 * 10.0 ** (REF_FLOOR_DBFS / 20.0)  # a sine of amplitude A reads A / 2
 
 
 class NoteTracker:
@@ -77,10 +85,11 @@ class NoteTracker:
         self.sum_all = np.zeros(N_PITCHES, dtype=np.float64)  # prob sum since the note's start
         self.sum_at_last = np.zeros(N_PITCHES, dtype=np.float64)  # ... up to its last on-frame
 
-    def _close(self, p: int, out: list[Note]) -> None:
+    def _close(self, p: int, out: list[Note], duration_s: float | None = None) -> None:
         s, e = int(self.start[p]), int(self.last_on[p]) + 1
-        if e - s >= self.min_frames:
-            out.append(Note(self.slot, s * FRAME_SECONDS, e * FRAME_SECONDS, MIDI_MIN + p,
+        offset = trim_to_duration(s, e, self.min_frames, duration_s)
+        if offset is not None:
+            out.append(Note(self.slot, s * FRAME_SECONDS, offset, MIDI_MIN + p,
                             float(self.sum_at_last[p] / (e - s))))
         self.start[p] = -1
 
@@ -107,11 +116,12 @@ class NoteTracker:
         out.sort(key=lambda n: (n.onset_s, n.midi))
         return out
 
-    def finish(self) -> list[Note]:
-        """Close every open note (end of input)."""
+    def finish(self, duration_s: float | None = None) -> list[Note]:
+        """Close every open note (end of input), trimmed to ``duration_s`` before the length
+        filter when given."""
         out: list[Note] = []
         for p in np.flatnonzero(self.start >= 0):
-            self._close(int(p), out)
+            self._close(int(p), out, duration_s)
         out.sort(key=lambda n: (n.onset_s, n.midi))
         return out
 
@@ -129,7 +139,7 @@ class StreamTranscriber:
         self.meta = meta
         self.options = options
         self.cqt = BlockCQT(block=STEP_FRAMES, context=CONTEXT_FRAMES, lookahead=CQT_LOOKAHEAD)
-        self.ref = 0.0  # running maximum of the CQT magnitudes
+        self.ref = 0.0  # running maximum of the CQT magnitudes (the reference: at least REF_FLOOR)
         self.window = np.zeros((N_WIDE, 0), dtype=np.float32)  # log-CQT, last frames
         self.window_start = 0  # absolute frame of window[:, 0]
         self.done = 0  # frames whose probabilities are final
@@ -161,7 +171,8 @@ class StreamTranscriber:
             return list(self.notes[slot])  # the slot just became active: its held notes too
         return []
 
-    def _run_model(self, final_to: int, last: bool) -> list[Note]:
+    def _run_model(self, final_to: int, last: bool, duration_s: float | None = None
+                   ) -> list[Note]:
         """Run the model on the window and hand frames ``[done, final_to)`` to the note trackers."""
         probs = self.runner.predict(self.window, None)
         start = self.window_start
@@ -187,7 +198,7 @@ class StreamTranscriber:
                                   for k, v in probs.items()}, self.meta)
         out = self.mix.push(part["mix"])
         if last:
-            out += self.mix.finish()
+            out += self.mix.finish(duration_s)
         out = self._collect(MIX, out)
         if self.uses_slots and "slots" in part:
             slots = part["slots"]
@@ -196,7 +207,7 @@ class StreamTranscriber:
                 self.slot_trackers.append(NoteTracker(self.options.slot_threshold, self._min_f,
                                                       self._gap_f, k + 1))
             for k, tr in enumerate(self.slot_trackers):
-                notes = tr.push(slots[k]) + (tr.finish() if last else [])
+                notes = tr.push(slots[k]) + (tr.finish(duration_s) if last else [])
                 out += self._collect(k + 1, notes)
         self.done = final_to
         return out
@@ -204,7 +215,7 @@ class StreamTranscriber:
     def _add_frames(self, mag: np.ndarray) -> None:
         if mag.shape[1]:
             self.ref = max(self.ref, float(mag.max()))
-        x = log_compress(mag, self.ref) if self.ref > 0 else np.zeros_like(mag)
+        x = log_compress(mag, max(self.ref, REF_FLOOR))
         self.window = np.concatenate((self.window, x), axis=1)
         drop = self.window.shape[1] - WINDOW_FRAMES
         if drop > 0:
@@ -222,10 +233,12 @@ class StreamTranscriber:
                 out += self._run_model(final_to, last=False)
         return out
 
-    def finish(self) -> list[Note]:
-        """End of input: the remaining frames and every open note."""
+    def finish(self, duration_s: float | None = None) -> list[Note]:
+        """End of input: the remaining frames and every open note (trimmed to ``duration_s``,
+        the input's duration, before the length filter when given)."""
         self._add_frames(self.cqt.finish())
-        return self._run_model(self.window_start + self.window.shape[1], last=True)
+        return self._run_model(self.window_start + self.window.shape[1], last=True,
+                               duration_s=duration_s)
 
     def tracks(self, duration_s: float | None = None) -> list[Track]:
         """All notes as tracks: active slots with notes (slot order), then the mixture."""
@@ -275,9 +288,9 @@ def transcribe_stream(
     for piece in source.blocks(seconds=min(block_seconds, BLOCK_SECONDS)):
         _emit(emit, st.push(piece))
     duration = source.duration_s
-    _emit(emit, st.finish(), duration)
+    _emit(emit, st.finish(duration), duration)
     tracks = st.tracks(duration)
-    base = name or ("stdin" if str(path) == "-" else Path(path).stem)
+    base = name or input_stem(path)
     midi_path, csv_path, png_path = write_outputs(Path(outdir), base, tracks, duration,
                                                   Path(str(path)).name, options.write_png)
     return TranscriptionResult(
@@ -290,4 +303,4 @@ def transcribe_stream(
     )
 
 
-__all__ = ["LATENCY_FRAMES", "NoteTracker", "StreamTranscriber", "transcribe_stream"]
+__all__ = ["LATENCY_FRAMES", "REF_FLOOR", "REF_FLOOR_DBFS", "NoteTracker", "StreamTranscriber", "transcribe_stream"]

@@ -128,3 +128,13 @@ def table3_ext_runs(wildcards):
         for seed in SEEDS
         for name in ("metrics.json", "per_file.csv")
     ]
+
+
+def onnx_targets():
+    """model.onnx (workflow/rules/export.smk) of every model `rule all` trains: the Table III rows, every seed."""
+    return [
+        f"results/{ds}/{exp}/seed{seed}/model.onnx"
+        for exp, ds in TABLE3_ROWS
+        for seed in SEEDS
+    ]
+

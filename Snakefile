@@ -31,5 +31,5 @@ rule all:
         "results/fig2_umap.png",
         "results/generalisation.csv",
         REPORT_TARGETS,
-        onnx_targets(),
+        ONNX_TARGETS,
     default_target: True

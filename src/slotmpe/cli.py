@@ -89,6 +89,11 @@ def run_transcribe(
     from slotmpe.audio import AudioError
 
     is_onnx = Path(model_path).suffix.lower() == ".onnx"
+    if not is_onnx and prefer_onnx and device in ("auto", "cpu"):
+        from slotmpe.transcribe.runners import sibling_onnx
+
+        # the up-to-date export beside model.pt runs on the CPU: torch is then never imported
+        is_onnx = sibling_onnx(model_path)[0] is not None
     if is_onnx:
         if device not in ("auto", "cpu"):
             raise CLIError(f"{model_path}: ONNX models run on the CPU only (got --device {device})")
@@ -418,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge same-pitch notes separated by at most this gap; 0 disables "
                         f"(default: {tr.DEFAULT_MERGE_GAP_MS:g} = 2 frames)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the model runs; auto = cuda when available (default: %(default)s)")
+                   help="where the model runs; auto = the up-to-date .onnx export beside a .pt "
+                        "model when there is one (CPU), else cuda when available "
+                        "(default: %(default)s)")
     p.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
                    help="frames per model chunk, bounding memory on long files; 0 = whole file "
                         "at once (default: the evaluation's limit, "

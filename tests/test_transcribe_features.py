@@ -375,3 +375,5 @@ def test_frequency_range_sonify_and_model_outputs(named_3c: Path, tmp_path: Path
     bad = _cli([str(wav), "-m", str(named_3c), "-o", str(cut), "--minimum-frequency", "900",
                 "--maximum-frequency", "100"])
     assert bad.returncode == 1 and "exceeds maximum_frequency" in bad.stderr
+    bad = _cli([str(wav), "-m", str(named_3c), "-o", str(cut), "--stream", "--sonify"])
+    assert bad.returncode == 1 and "not with --stream" in bad.stderr

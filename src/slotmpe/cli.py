@@ -129,6 +129,9 @@ def run_transcribe(
         raise CLIError(_one_line(exc)) from exc
     if stream and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
         raise CLIError("--stream takes exactly one audio file (or - for stdin)")
+    if stream and (sonify or save_model_outputs or minimum_frequency or maximum_frequency):
+        raise CLIError("--sonify, --save-model-outputs and --minimum/--maximum-frequency work on "
+                       "whole files only, not with --stream")
     try:
         out = tr.check_writable(outdir)  # before the model is loaded and run
         from slotmpe.transcribe.runners import load_model_fast

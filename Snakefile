@@ -19,6 +19,7 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/generalisation.smk"
 include: "workflow/rules/report_pages.smk"
 include: "workflow/rules/extensions.smk"
+include: "workflow/rules/export.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -30,4 +31,5 @@ rule all:
         "results/fig2_umap.png",
         "results/generalisation.csv",
         REPORT_TARGETS,
+        ONNX_TARGETS,
     default_target: True

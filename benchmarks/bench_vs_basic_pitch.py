@@ -1,15 +1,20 @@
 """``slotmpe transcribe`` against Basic Pitch's CLI, side by side on the same audio (issue 14).
 
-For each audio length (default 60 s and 10 min; stereo 44.1 kHz, synthesised here: harmonic
+For each audio length (default 60 s, 5, 20 and 40 min; stereo 44.1 kHz, synthesised here: harmonic
 tones in a random two-voice melody plus noise, seeded) both command lines run as fresh processes,
 ``--runs`` times each, interleaved (the order of the tools rotates per run):
 
 * theirs: ``basic-pitch OUTDIR FILE`` from Basic Pitch 0.4.0 in its own virtual environment
   (``--bp-venv``, default ``/work/bpvenv``; onnxruntime backend, no TensorFlow). It is never a
   project dependency: without the venv the benchmark says so and measures only ours.
-* ours: ``python -m slotmpe.cli transcribe FILE -m MODEL.onnx -o OUTDIR --no-png`` (MIDI and notes
-  CSV; Basic Pitch's default output is the MIDI file only), for each experiment (1a, 3c); with
-  ``--png`` also ``slotmpe 3c+png``, our full default output set (matplotlib costs ~1-2 s).
+* ours: ``python -m slotmpe.cli transcribe FILE -m MODEL.pt -o OUTDIR --no-png`` (MIDI and notes
+  CSV; Basic Pitch's default output is the MIDI file only), for each experiment (1a, 3c). The
+  ``model.pt`` has its ``model.onnx`` export beside it, as the pipeline writes it, so this is the
+  path a user takes (onnxruntime, issue 24); ``--model-suffix .onnx`` names the export directly.
+  With ``--png`` also ``slotmpe 3c+png``, our full default output set (MIDI + CSV + PNG).
+
+Peak RSS at 5, 20 and 40 min shows whether memory stays bounded (issue 24: flat beyond one model
+chunk of 20000 frames = 10.7 min).
 
 Per tool and length it prints the median wall time (process start to exit), seconds per audio
 minute, CPU seconds and the peak RSS (GNU ``/usr/bin/time``) and the ratios ours/theirs.
@@ -50,6 +55,11 @@ SR = 44_100
 def synth(path: Path, seconds: float, seed: int = 0) -> Path:
     """Stereo 44.1 kHz test audio: two voices of harmonic notes (0.25-1 s) plus quiet noise."""
     if path.exists():
+        return path
+    if seconds > 300:  # long files: the 300 s signal repeated (synthesis is slow in pure NumPy)
+        base, _ = sf.read(synth(path.with_name("bench_300s.wav"), 300.0, seed), dtype="float32")
+        reps = int(np.ceil(seconds / 300.0))
+        sf.write(path, np.tile(base, (reps, 1))[: int(seconds * SR)], SR, subtype="PCM_16")
         return path
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
@@ -138,7 +148,10 @@ print(statistics.median(times))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bp-venv", default="/work/bpvenv", help="Basic Pitch 0.4.0 virtualenv")
-    ap.add_argument("--lengths", type=float, nargs="+", default=[60.0, 600.0], help="seconds")
+    ap.add_argument("--lengths", type=float, nargs="+", default=[60.0, 300.0, 1200.0, 2400.0],
+                    help="seconds")
+    ap.add_argument("--model-suffix", default=".pt", choices=(".pt", ".onnx"),
+                    help="run MODEL.pt (its sibling .onnx is used) or MODEL.onnx directly")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--exps", nargs="+", default=["1a", "3c"])
     ap.add_argument("--models", type=Path, default=ROOT / "benchmarks/out/models")
@@ -167,7 +180,7 @@ def main() -> None:
             return [str(bp_cli), str(out), str(audio)]
         exp = tool.split()[1].removesuffix("+png")
         return [sys.executable, "-m", "slotmpe.cli", "transcribe", str(audio), "-m",
-                str(models[exp]), "-o", str(out), "--no-progress",
+                str(models[exp].with_suffix(args.model_suffix)), "-o", str(out), "--no-progress",
                 *([] if tool.endswith("+png") else ["--no-png"])]
 
     res: dict[str, dict[str, list[tuple[float, float, float]]]] = {t: {} for t in tools}
@@ -238,6 +251,7 @@ def main() -> None:
                   f"{f(row.get('inproc_ratio'), '12.2f')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": summary, "raw": res, "cpu": os.cpu_count(),
+                                    "model_suffix": args.model_suffix,
                                     "load_avg_at_end": os.getloadavg()}, indent=1))
     print(f"\nwrote {args.out}", file=sys.stderr)
 

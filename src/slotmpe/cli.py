@@ -58,6 +58,12 @@ def run_transcribe(
     progress: bool | None = None,
     debug: bool = False,
     stream: bool = False,
+    minimum_frequency: float | None = None,
+    maximum_frequency: float | None = None,
+    sonify: bool = False,
+    save_model_outputs: bool = False,
+    min_similarity: float | None = None,
+    prefer_onnx: bool = True,
 ) -> int:
     """Transcribe every input file (directories expanded) with the model at ``model_path``.
 
@@ -68,7 +74,12 @@ def run_transcribe(
     or embedded in the export, else 0.5). ``progress`` (default: when more than one file) shows a
     tqdm bar on stderr. ``stream``: one input (a file or ``-`` for stdin) is transcribed block by
     block and every note is printed to stdout as a CSV row as soon as it is final
-    (:mod:`slotmpe.transcribe.stream`). Returns the exit status: 0 if every file was transcribed,
+    (:mod:`slotmpe.transcribe.stream`). A ``.pt`` run on the CPU is replaced by its up-to-date
+    sibling ``.onnx`` (``prefer_onnx``; :func:`slotmpe.transcribe.runners.load_model_fast`), which
+    is said once on stderr. ``minimum_frequency``/``maximum_frequency`` (Hz) drop notes outside
+    the range; ``sonify`` also writes ``<name>.sonified.wav``, ``save_model_outputs``
+    ``<name>.model_output.npz``; ``min_similarity`` is the named-instrument cut-off
+    (:mod:`slotmpe.instruments`). Returns the exit status: 0 if every file was transcribed,
     1 otherwise; raises :class:`CLIError` for problems that stop everything (model, device, output
     folder, no input files).
     """
@@ -78,6 +89,11 @@ def run_transcribe(
     from slotmpe.audio import AudioError
 
     is_onnx = Path(model_path).suffix.lower() == ".onnx"
+    if not is_onnx and prefer_onnx and device in ("auto", "cpu"):
+        from slotmpe.transcribe.runners import sibling_onnx
+
+        # the up-to-date export beside model.pt runs on the CPU: torch is then never imported
+        is_onnx = sibling_onnx(model_path)[0] is not None
     if is_onnx:
         if device not in ("auto", "cpu"):
             raise CLIError(f"{model_path}: ONNX models run on the CPU only (got --device {device})")
@@ -103,16 +119,29 @@ def run_transcribe(
             device=dev,
             max_frames=tr.DEFAULT_MAX_FRAMES if max_frames is None else (max_frames or None),
             write_png=write_png,
+            minimum_frequency=minimum_frequency,
+            maximum_frequency=maximum_frequency,
+            sonify=sonify,
+            save_model_outputs=save_model_outputs,
+            **({} if min_similarity is None else {"min_similarity": min_similarity}),
         )
     except ValueError as exc:
         raise CLIError(_one_line(exc)) from exc
     if stream and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
         raise CLIError("--stream takes exactly one audio file (or - for stdin)")
+    if stream and (sonify or save_model_outputs or minimum_frequency or maximum_frequency):
+        raise CLIError("--sonify, --save-model-outputs and --minimum/--maximum-frequency work on "
+                       "whole files only, not with --stream")
     try:
         out = tr.check_writable(outdir)  # before the model is loaded and run
-        model, meta = tr.load_model(model_path, device=dev, threads=threads)
+        from slotmpe.transcribe.runners import load_model_fast
+
+        model, meta, _, note = load_model_fast(model_path, device=dev, threads=threads,
+                                               prefer_onnx=prefer_onnx)
     except tr.TranscriptionError as exc:
         raise CLIError(_one_line(exc)) from exc
+    if note:
+        print(note, file=sys.stderr)
     files = [Path(inputs[0])] if stream else tr.find_audio_files(inputs)
     if not files:
         raise CLIError("no audio files found in " + ", ".join(str(p) for p in inputs))
@@ -331,6 +360,20 @@ def _non_negative_int(text: str) -> int:
     return v
 
 
+def _positive(text: str) -> float:
+    v = _number(text, float)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def _similarity(text: str) -> float:
+    v = _number(text, float)
+    if not -1.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [-1, 1], got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slotmpe`` command and its subcommands."""
     from slotmpe import transcribe as tr
@@ -355,9 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="transcribe audio files into per-source MIDI, a notes CSV and a piano-roll PNG",
         description=(
             "Transcribe audio with a trained slotmpe model. For every input writes into OUTDIR:\n"
-            "  <name>.mid        one track per active slot ('slot 1'..'slot K') + a 'mixture' track\n"
-            "  <name>.notes.csv  slot,onset_s,offset_s,midi,confidence (slot 1..K, or 'mix')\n"
-            "  <name>.png        piano roll, one colour per slot\n"
+            "  <name>.mid        one track per active slot, named after its instrument with its GM\n"
+            "                    program where the model has a timbre head ('slot 1'..'slot K'\n"
+            "                    otherwise), + a 'mixture' track\n"
+            "  <name>.notes.csv  slot,onset_s,offset_s,midi,confidence,instrument,similarity\n"
+            "  <name>.png        piano roll, one colour per slot (legend in the PNG's metadata)\n"
+            "A model.pt with an up-to-date model.onnx beside it (the pipeline writes one) runs on\n"
+            "onnxruntime (--no-onnx: torch).\n"
             "Any sample rate, mono or stereo, any format soundfile reads (WAV, FLAC, OGG, MP3, ...).\n"
             "A directory transcribes every audio file in it (not recursive). Long files are run\n"
             "through the model in chunks of --max-frames frames, so model memory stays bounded."
@@ -390,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge same-pitch notes separated by at most this gap; 0 disables "
                         f"(default: {tr.DEFAULT_MERGE_GAP_MS:g} = 2 frames)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the model runs; auto = cuda when available (default: %(default)s)")
+                   help="where the model runs; auto = the up-to-date .onnx export beside a .pt "
+                        "model when there is one (CPU), else cuda when available "
+                        "(default: %(default)s)")
     p.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
                    help="frames per model chunk, bounding memory on long files; 0 = whole file "
                         "at once (default: the evaluation's limit, "
@@ -399,6 +448,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                    help="CPU threads for torch or onnxruntime (default: their default)")
     p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")
+    p.add_argument("--minimum-frequency", type=_positive, default=None, metavar="HZ",
+                   help="drop notes whose pitch lies below this frequency (Hz)")
+    p.add_argument("--maximum-frequency", type=_positive, default=None, metavar="HZ",
+                   help="drop notes whose pitch lies above this frequency (Hz)")
+    p.add_argument("--sonify", action="store_true",
+                   help="also write <name>.sonified.wav: the MIDI rendered with the General MIDI "
+                        "soundfont the embedded datasets are rendered with (slot tracks mixed, "
+                        "each with its program)")
+    p.add_argument("--save-model-outputs", action="store_true",
+                   help="also write <name>.model_output.npz: the mixture and slot probabilities "
+                        "(mix (72,T), slots (K,72,T), activity, timbre, poly, frame_times, midi)")
+    p.add_argument("--min-similarity", type=_similarity, default=None, metavar="COS",
+                   help="named instruments: a slot whose timbre is less similar (cosine) than "
+                        "this to every instrument of the training run is 'unknown' "
+                        "(default: slotmpe.instruments.DEFAULT_MIN_SIMILARITY)")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="run a .pt model with torch even when an up-to-date .onnx export lies "
+                        "beside it (by default that export runs, with onnxruntime)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stream", action="store_true",
                    help="read ONE file (or - for stdin) in blocks and print each note as a CSV row "
@@ -541,6 +608,12 @@ def main(argv: list[str] | None = None) -> int:
                 progress=False if args.no_progress else None,
                 debug=args.debug,
                 stream=args.stream,
+                minimum_frequency=args.minimum_frequency,
+                maximum_frequency=args.maximum_frequency,
+                sonify=args.sonify,
+                save_model_outputs=args.save_model_outputs,
+                min_similarity=args.min_similarity,
+                prefer_onnx=not args.no_onnx,
             )
         if args.command == "export":
             return run_export(args.model, args.out)

@@ -131,3 +131,11 @@ def table3_ext_runs(wildcards):
         for seed in SEEDS
         for name in ("metrics.json", "per_file.csv")
     ]
+
+
+# model.onnx (workflow/rules/export.smk) beside every model.pt of the Table III rows, all seeds.
+ONNX_TARGETS = expand(
+    "results/{run}/seed{seed}/model.onnx",
+    run=list(map("{0[1]}/{0[0]}".format, TABLE3_ROWS)),
+    seed=SEEDS,
+)

@@ -8,19 +8,26 @@ along the steps:
    samples are one-line errors.
 2. :mod:`slotmpe.cqt`: the wide log-CQT of :func:`slotmpe.features.cqt_wide` (same algorithm and
    filters as librosa's recursive CQT, NumPy only) computed block-wise with ~6 s of context per
-   block; only the ``(325, T)`` magnitudes are kept for the whole file (1.3 kB per frame) because
-   the log compression is relative to the file's maximum.
+   block; the ``(325, T)`` magnitudes (1.3 kB per frame) are kept until the file's maximum, the
+   log compression's reference, is known: in memory up to one model chunk, beyond that in a
+   temporary file (:class:`~slotmpe.transcribe.chunked.CqtStore`).
 3. :mod:`~slotmpe.transcribe.runners`: the model, either a torch checkpoint (``.pt``, run by
    :func:`slotmpe.inference.predict`) or an ONNX export (``.onnx``, written by ``slotmpe export``
-   and run by :mod:`~slotmpe.transcribe.onnx_runner` without importing torch). Both run the whole
+   or the pipeline's ``export_onnx`` rule, run by :mod:`~slotmpe.transcribe.onnx_runner` without
+   importing torch); a ``.pt`` with an up-to-date ``.onnx`` beside it runs the latter. Both run the whole
    file in one pass (one slot set for the whole file) up to ``DEFAULT_MAX_FRAMES`` frames, and
    beyond that in overlapping chunks whose slot order is re-aligned by Hungarian matching
-   (:mod:`slotmpe.stitching`; ``--max-frames`` changes the chunk length).
+   (:mod:`slotmpe.stitching`; ``--max-frames`` changes the chunk length). Files of several chunks
+   are stitched and turned into notes block by block (:mod:`~slotmpe.transcribe.chunked`), so
+   memory does not grow with the file's length.
 4. :func:`~slotmpe.transcribe.notes.postprocess_probs`, the one post-processing step of the slot
    probabilities, then notes (:mod:`~slotmpe.transcribe.notes`) for the mixture map and every
    *active* slot map, offsets clipped to the audio's duration.
-5. :mod:`~slotmpe.transcribe.writers`: ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png``,
-   written as one set (all or none) after checking that the output folder is writable.
+   Then :mod:`~slotmpe.transcribe.naming`: the frequency range and the instrument names
+   (:mod:`slotmpe.instruments`).
+5. :mod:`~slotmpe.transcribe.writers`: ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png``
+   (and ``<name>.sonified.wav``, ``<name>.model_output.npz`` on request), written as one set (all
+   or none) after checking that the output folder is writable.
 
 :mod:`~slotmpe.transcribe.stream` transcribes block by block with bounded latency
 (``slotmpe transcribe --stream``).

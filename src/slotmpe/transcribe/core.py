@@ -1,4 +1,8 @@
-"""Transcription of one input: audio -> wide CQT -> model -> post-processing -> notes -> files."""
+"""Transcription of one input: audio -> wide CQT -> model -> post-processing -> notes -> files.
+
+:func:`transcribe_file` keeps memory bounded on long files (:mod:`slotmpe.transcribe.chunked`); every
+path ends with :func:`slotmpe.transcribe.naming.finish_tracks` (frequency range, instrument names).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,20 @@ from slotmpe.audio import AudioError, audio_files, readable_audio_extensions
 from slotmpe.constants import SAMPLE_RATE
 from slotmpe.cqt import BLOCK_FRAMES, CONTEXT_FRAMES, cqt_magnitude_blocks, log_compress
 from slotmpe.transcribe.audio_input import input_stem, open_audio
-from slotmpe.transcribe.notes import MIX, Track, make_tracks, postprocess_probs
+from slotmpe.transcribe.chunked import BlockNotes, CqtStore, n_chunks, stitched_blocks, trim_notes
+from slotmpe.transcribe.naming import finish_tracks
+from slotmpe.transcribe.notes import (
+    MIX,
+    Track,
+    make_tracks,
+    ms_to_gap_frames,
+    ms_to_min_frames,
+    postprocess_probs,
+    slot_track_name,
+)
 from slotmpe.transcribe.options import TranscribeOptions
-from slotmpe.transcribe.runners import as_runner
-from slotmpe.transcribe.writers import check_writable, write_outputs
+from slotmpe.transcribe.runners import Runner, as_runner
+from slotmpe.transcribe.writers import check_writable, write_output_files
 
 #: Extensions a directory argument is searched for: the package's one list (what soundfile reads).
 AUDIO_EXTENSIONS: tuple[str, ...] = readable_audio_extensions()
@@ -38,6 +52,7 @@ class TranscriptionResult:
     slot_activity: list[float] = field(default_factory=list)  # (K,) activity probabilities
     thresholds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the whole call
+    paths: dict[str, Path] = field(default_factory=dict)  # every file written, by kind
 
     @property
     def active_slots(self) -> list[int]:
@@ -51,7 +66,9 @@ class TranscriptionResult:
 
     def summary(self) -> str:
         """One line for the terminal."""
-        slots = ", ".join(f"{t.name}: {len(t.notes)}" for t in self.tracks if t.slot != MIX)
+        slots = ", ".join(f"{t.name}: {len(t.notes)}"
+                          + ("" if t.similarity is None else f" (similarity {t.similarity:.2f})")
+                          for t in self.tracks if t.slot != MIX)
         mix = next((len(t.notes) for t in self.tracks if t.slot == MIX), 0)
         return (
             f"{self.audio_path.name}: {self.duration_s:.1f} s, {mix} mixture notes"
@@ -116,7 +133,40 @@ def transcribe_cqt(
     uses_slots = bool(getattr(runner.experiment, "uses_slots", "slots" in probs))
     tracks = make_tracks(probs, options, uses_slots, runner.experiment, runner.activity_trained,
                          duration_s=duration_s)
-    return tracks, probs
+    return finish_tracks(tracks, probs, runner.experiment, meta, options), probs
+
+
+def _tracks_in_blocks(store: CqtStore, runner: Runner, options: TranscribeOptions,
+                      max_frames: int, duration_s: float
+                      ) -> tuple[list[Track], dict[str, np.ndarray]]:
+    """``(tracks, per-file outputs)`` of a file longer than one model chunk, in bounded memory
+    (:mod:`slotmpe.transcribe.chunked`): the tracks :func:`make_tracks` gives, and the stitched
+    ``activity`` ``(K,)`` and ``timbre`` ``(K, 128)``."""
+    min_f, gap_f = ms_to_min_frames(options.min_note_ms), ms_to_gap_frames(options.merge_gap_ms)
+    mix = BlockNotes(options.mix_threshold, min_f, gap_f, MIX)
+    slots: list[BlockNotes] = []
+    uses_slots = bool(getattr(runner.experiment, "uses_slots", True))
+    whole: dict[str, np.ndarray] = {}
+    for _, block, so_far in stitched_blocks(lambda x: runner.predict(x, None), store.n_frames,
+                                            max_frames, store.read):
+        whole = so_far  # final after the last block
+        mix.push(block["mix"])
+        if uses_slots and "slots" in block:
+            while len(slots) < block["slots"].shape[0]:
+                slots.append(BlockNotes(options.slot_threshold, min_f, gap_f, len(slots) + 1))
+            for k, bn in enumerate(slots):
+                bn.push(block["slots"][k])
+    activity = whole.get("activity")
+    tracks: list[Track] = []
+    for k, bn in enumerate(slots):
+        if (activity is not None and runner.activity_trained
+                and activity[k] < options.activity_threshold):
+            continue
+        notes = trim_notes(bn.finish(), duration_s, options.min_note_ms)
+        if notes:
+            tracks.append(Track(k + 1, slot_track_name(k, runner.experiment), notes))
+    tracks.append(Track(MIX, "mixture", trim_notes(mix.finish(), duration_s, options.min_note_ms)))
+    return tracks, whole
 
 
 def transcribe_audio(
@@ -161,19 +211,38 @@ def transcribe_file(
     src = Path(path)
     out = check_writable(outdir)
     source = open_audio(src)
-    cqt = audio_cqt(source.blocks())
-    duration = source.duration_s
-    tracks, probs = transcribe_cqt(cqt, model, meta, options, duration)
-    n_frames = int(cqt.shape[-1])
-    del cqt
-    midi_path, csv_path, png_path = write_outputs(out, name or src.stem, tracks, duration,
-                                                  src.name, options.write_png)
+    max_frames = options.resolved_max_frames()
+    store = CqtStore(spill_frames=max_frames)
+    try:
+        for mag in cqt_magnitude_blocks(source.blocks(), BLOCK_FRAMES, CONTEXT_FRAMES):
+            store.append(mag)
+        duration = source.duration_s
+        n_frames = store.n_frames
+        from slotmpe.postprocess import steps_for_checkpoint
+
+        if (options.save_model_outputs or bool(steps_for_checkpoint(meta))
+                or n_chunks(n_frames, max_frames) == 1):
+            # one model pass, or outputs that need the whole-file probabilities
+            cqt = store.read(0, n_frames)
+            store.close()
+            tracks, probs = transcribe_cqt(cqt, model, meta, options, duration)
+            del cqt
+        else:
+            assert max_frames is not None
+            runner = as_runner(model, meta, options.device)
+            tracks, probs = _tracks_in_blocks(store, runner, options, max_frames, duration)
+            tracks = finish_tracks(tracks, probs, runner.experiment, meta, options)
+    finally:
+        store.close()
+    paths = write_output_files(out, name or src.stem, tracks, duration, src.name,
+                               options.write_png, options.sonify,
+                               probs if options.save_model_outputs else None)
     activity = probs.get("activity")
     return TranscriptionResult(
         audio_path=src,
-        midi_path=midi_path,
-        csv_path=csv_path,
-        png_path=png_path,
+        midi_path=paths["midi"],
+        csv_path=paths["csv"],
+        png_path=paths.get("png"),
         duration_s=duration,
         n_frames=n_frames,
         tracks=tracks,
@@ -181,6 +250,7 @@ def transcribe_file(
         thresholds={"mix": options.mix_threshold, "slots": options.slot_threshold,
                     "activity": options.activity_threshold},
         seconds=time.perf_counter() - t_start,
+        paths=paths,
     )
 
 

@@ -48,11 +48,19 @@ class Note:
 
 @dataclass
 class Track:
-    """The notes of one output track (one active slot, or the mixture)."""
+    """The notes of one output track (one active slot, or the mixture).
+
+    ``instrument``/``similarity``/``program``: the slot's named instrument (or family), its cosine
+    similarity to that instrument's prototype and its General MIDI program
+    (:mod:`slotmpe.instruments`, set by :func:`slotmpe.transcribe.core.name_tracks`).
+    """
 
     slot: int | str
     name: str
     notes: list[Note]
+    instrument: str = ""
+    similarity: float | None = None
+    program: int = 0
 
 
 

@@ -23,8 +23,11 @@ graph (name prefix)   inputs -> outputs                                         
 prefixes); the runner feeds the stage it runs and one-frame placeholders for the inputs of the
 other stages (onnxruntime requires every graph input), which costs a few milliseconds per call. The ONNX ``metadata_props`` entry ``slotmpe`` holds JSON:
 the experiment, stage sizes, receptive-field halos, chunk sizes, the learned initial slot queries,
-whether the activity output is trained, the source checkpoint's versions and the tuned thresholds
-(``thresholds.json`` beside the checkpoint, when present).
+whether the activity output is trained, the source checkpoint's versions and identity (file name,
+size and SHA-256 of the ``.pt``: :func:`slotmpe.transcribe.runners.checkpoint_identity`, which
+``slotmpe transcribe --model model.pt`` compares before it runs a sibling ``model.onnx``), the tuned
+thresholds (``thresholds.json`` beside the checkpoint, when present) and the named-instrument
+prototypes of the checkpoint (``extra["instrument_prototypes"]``, :mod:`slotmpe.instruments`).
 """
 
 from __future__ import annotations
@@ -207,8 +210,13 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str]
 
 
 def build_onnx(model: nn.Module, meta: dict[str, Any] | None = None,
-               thresholds: dict[str, float] | None = None) -> Any:
-    """The merged stage graphs of a :class:`~slotmpe.models.slotmpe.SlotMPE` as an ONNX model."""
+               thresholds: dict[str, float] | None = None,
+               identity: dict[str, Any] | None = None) -> Any:
+    """The merged stage graphs of a :class:`~slotmpe.models.slotmpe.SlotMPE` as an ONNX model.
+
+    ``identity`` (:func:`~slotmpe.transcribe.runners.checkpoint_identity` of the source file) and
+    the checkpoint's ``extra["instrument_prototypes"]`` (from ``meta``) go into the metadata.
+    """
     from onnx import compose, helper
 
     from slotmpe.transcribe.notes import activity_is_trained, experiment_of
@@ -270,6 +278,13 @@ def build_onnx(model: nn.Module, meta: dict[str, Any] | None = None,
     info["thresholds"] = dict(thresholds or {})
     info["source"] = {k: v for k, v in (meta or {}).items() if k in ("versions", "experiment")}
     info["source"].update(identity_of_meta(meta))  # the run: exp, dataset, seed (model_identity)
+    if identity:
+        info["source"]["identity"] = dict(identity)
+    protos = ((meta or {}).get("extra") or {}).get("instrument_prototypes")
+    if protos:
+        from slotmpe.instruments import check_prototypes
+
+        info["instrument_prototypes"] = check_prototypes(protos)
     helper.set_model_props(merged, {METADATA_KEY: json.dumps(info)})
     return merged
 
@@ -277,17 +292,17 @@ def build_onnx(model: nn.Module, meta: dict[str, Any] | None = None,
 def export_onnx(model_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
     """Export the checkpoint ``model_path`` to the ONNX file ``out_path`` (atomically).
 
-    The tuned thresholds (``thresholds.json`` beside the checkpoint) are embedded in the metadata
-    and also copied beside ``out_path`` when that folder has no ``thresholds.json`` yet. Raises
+    The tuned thresholds (``thresholds.json`` beside the checkpoint), the checkpoint's identity and
+    its instrument prototypes are embedded in the metadata; the thresholds are also copied beside ``out_path`` when that folder has no ``thresholds.json`` yet. Raises
     :class:`TranscriptionError` for a checkpoint that cannot be loaded.
     """
     import onnx
 
-    from slotmpe.transcribe.runners import load_torch_model
+    from slotmpe.transcribe.runners import checkpoint_identity, load_torch_model
 
     model, meta = load_torch_model(model_path)
     thresholds = read_thresholds(model_path)
-    onnx_model = build_onnx(model, meta, thresholds)
+    onnx_model = build_onnx(model, meta, thresholds, checkpoint_identity(model_path))
     out = Path(out_path)
     with atomic_path(out) as tmp:
         onnx.save(onnx_model, str(tmp))

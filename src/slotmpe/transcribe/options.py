@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slotmpe.constants import HOP_LENGTH, SAMPLE_RATE
+from slotmpe.instruments import DEFAULT_MIN_SIMILARITY
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
@@ -42,8 +43,26 @@ class TranscribeOptions:
     device: str = "cpu"
     max_frames: int | None | Literal["default"] = DEFAULT_MAX_FRAMES
     write_png: bool = True
+    # Basic Pitch's conventions: notes outside [minimum_frequency, maximum_frequency] Hz (by the
+    # fundamental of their MIDI pitch) are dropped; ``sonify`` also renders the written MIDI to
+    # ``<name>.sonified.wav``; ``save_model_outputs`` writes ``<name>.model_output.npz``.
+    minimum_frequency: float | None = None
+    maximum_frequency: float | None = None
+    sonify: bool = False
+    save_model_outputs: bool = False
+    # Named instruments (models with a timbre head and prototypes; slotmpe.instruments).
+    name_instruments: bool = True
+    min_similarity: float = DEFAULT_MIN_SIMILARITY
 
     def __post_init__(self) -> None:
+        lo, hi = self.minimum_frequency, self.maximum_frequency
+        for name, v in (("minimum_frequency", lo), ("maximum_frequency", hi)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive frequency in Hz, got {v}")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"minimum_frequency ({lo:g} Hz) exceeds maximum_frequency ({hi:g} Hz)")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError(f"min_similarity must lie in [-1, 1], got {self.min_similarity}")
         for name in ("mix_threshold", "slot_threshold", "activity_threshold"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:

@@ -2,10 +2,16 @@
 interface, :class:`Runner`: ``predict(cqt, max_frames) -> probabilities`` from a wide CQT.
 
 Only the torch runner imports torch; transcribing with an ``.onnx`` model never does.
+
+Fast path by default: :func:`load_model_fast` runs ``model.onnx`` instead of ``model.pt`` when the
+ONNX file beside the checkpoint is up to date (not older than the ``.pt``, and its metadata records
+the ``.pt``'s identity: :func:`checkpoint_identity`, file name, size and SHA-256) and onnxruntime
+is installed; the pipeline writes that file for every model (``workflow/rules/export.smk``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,6 +119,56 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu", threads: int |
         model = OnnxModel(p, threads=threads)
         return model, {"experiment": model.experiment, **model.info}
     return load_torch_model(p, device)
+
+
+def checkpoint_identity(path: str | os.PathLike[str]) -> dict[str, object]:
+    """``{"name", "size", "sha256"}`` of a checkpoint file: what an ONNX export records of its
+    source so that a sibling ``.onnx`` is used only for the checkpoint it was made from."""
+    p = Path(path)
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"name": p.name, "size": p.stat().st_size, "sha256": h.hexdigest()}
+
+
+def sibling_onnx(pt_path: str | os.PathLike[str]) -> tuple[Path | None, str]:
+    """``(path, reason)``: the ``.onnx`` beside a ``.pt`` checkpoint when it exists, is not older
+    than the checkpoint and onnxruntime is installed (``reason`` empty), else ``(None, why not)``.
+    The identity recorded inside it is checked by :func:`load_model_fast` when it is loaded."""
+    import importlib.util
+
+    pt = Path(pt_path)
+    onnx_path = pt.with_suffix(".onnx")
+    if pt.suffix.lower() != ".pt" or not onnx_path.is_file():
+        return None, ""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None, f"{onnx_path.name} not used: onnxruntime is not installed"
+    if onnx_path.stat().st_mtime < pt.stat().st_mtime:
+        return None, f"{onnx_path} is older than {pt.name}; rerun 'slotmpe export' to use it"
+    return onnx_path, ""
+
+
+def load_model_fast(path: str | os.PathLike[str], device: str = "cpu",
+                    threads: int | None = None, prefer_onnx: bool = True
+                    ) -> tuple[Any, dict[str, Any], Path, str]:
+    """``(model, meta, path run, message)``: :func:`load_model` of ``path``, except that a ``.pt``
+    checkpoint run on the CPU is replaced by its up-to-date sibling ``.onnx``
+    (:func:`sibling_onnx`) whose recorded identity matches the checkpoint. ``message`` says which
+    file runs and why (empty when ``path`` runs as given without a sibling to mention)."""
+    p = Path(path)
+    onnx_path, why = (sibling_onnx(p) if prefer_onnx and device == "cpu" else (None, ""))
+    if onnx_path is not None:
+        model, meta = load_model(onnx_path, "cpu", threads)
+        recorded = (meta.get("source") or {}).get("identity") or {}
+        ident = checkpoint_identity(p)
+        if recorded.get("sha256") == ident["sha256"] and recorded.get("size") == ident["size"]:
+            return model, meta, onnx_path, (f"running {onnx_path} (the up-to-date ONNX export of "
+                                            f"{p.name}) with onnxruntime")
+        why = f"{onnx_path} was exported from another checkpoint; rerun 'slotmpe export' to use it"
+        del model
+    model, meta = load_model(p, device, threads)
+    return model, meta, p, (f"{why}; running {p} with torch" if why else "")
 
 
 def as_runner(model: Any, meta: Mapping[str, Any], device: str = "cpu") -> Runner:

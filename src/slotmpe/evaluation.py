@@ -89,7 +89,8 @@ def _run_info(model: torch.nn.Module, meta: dict[str, Any], model_path: Path) ->
     if exp is None:
         raise ValueError(f"cannot tell the experiment of checkpoint {model_path}")
     return {"exp": str(exp), "dataset": None if dataset is None else str(dataset),
-            "seed": None if seed is None else int(seed)}
+            "seed": None if seed is None else int(seed),
+            "train_precision": str(extra.get("precision", "fp32"))}
 
 
 def _load_model(model_path: Path) -> tuple[torch.nn.Module, Experiment, dict[str, Any]]:
@@ -291,6 +292,15 @@ def file_note_counts(
     return out
 
 
+def eval_precision(info: dict[str, Any], device: str) -> str:
+    """Precision of evaluation inference: bf16 for a model trained in bf16 where this device
+    computes bf16 natively (:func:`slotmpe.precision.native_bf16`), else fp32 (thresholds are tuned
+    and applied at the same precision)."""
+    from slotmpe.precision import native_bf16
+
+    return "bf16" if info.get("train_precision") == "bf16" and native_bf16(device) else "fp32"
+
+
 def collect(
     model: torch.nn.Module,
     exp: Experiment,
@@ -299,10 +309,11 @@ def collect(
     max_frames: int | None,
     progress: bool = False,
     notes: NoteSettings | None = None,
+    precision: str = "fp32",
 ) -> SplitResults:
     """Run the model on every file of ``dataset`` (a ``FileDataset``) and pool the metric inputs
     (``progress``: a tqdm bar over the files on stderr; ``notes``: also count notes per file,
-    :func:`file_note_counts`)."""
+    :func:`file_note_counts`; ``precision``: resolved, see :func:`eval_precision`)."""
     from tqdm.auto import tqdm
 
     if exp.target_kind == "family":
@@ -313,7 +324,7 @@ def collect(
     for i in tqdm(range(len(dataset)), desc=f"{exp.name} files", unit="file", disable=not progress):
         item = dataset[i]
         pred = predict(model, item["x"], device=device,
-                       max_frames=inference_frames(exp, max_frames))
+                       max_frames=inference_frames(exp, max_frames), precision=precision)
         pred = postprocess_prediction(pred, exp.postprocess)
         mix_t = _np(item["mix"]) > 0.5  # (72, T)
         res.mix.add(mix_t, pred["mix"])
@@ -431,7 +442,8 @@ def tune_thresholds(
     model, exp, info = _load_model(Path(model_path))
     dev = resolve_device(device)
     ds = _file_dataset(Path(feature_dir), split, None)
-    res = collect(model, exp, ds, dev, max_frames, progress)
+    res = collect(model, exp, ds, dev, max_frames, progress,
+                  precision=eval_precision(info, dev))
     t_mix, f1_mix = res.mix.best_threshold()
     t_slot: float | None = None
     f1_slot: float | None = None
@@ -501,7 +513,8 @@ def evaluate_model(
     ds = _file_dataset(Path(feature_dir), split, emb)
     ref = NoteReference.open(Path(feature_dir), manifest_path)
     notes = None if ref is None else NoteSettings(ref, t_mix, t_slot)
-    res = collect(model, exp, ds, dev, max_frames, progress, notes)
+    res = collect(model, exp, ds, dev, max_frames, progress, notes,
+                  precision=eval_precision(info, dev))
 
     mix_prf = res.mix.prf(t_mix)
     out: dict[str, Any] = {

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from slotmpe.experiments import Experiment
+from slotmpe.precision import autocast
 from slotmpe.stitching import DEFAULT_MAX_FRAMES, chunk_bounds, stitch
 from slotmpe.utils import resolve_device
 
@@ -69,8 +70,9 @@ def predict(
     x: np.ndarray | torch.Tensor,
     device: str | None = None,
     max_frames: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
-    """Whole-file prediction with batch size 1.
+    """Whole-file prediction with batch size 1 (``precision``: ``fp32``, or ``bf16`` autocast).
 
     Args:
         model: a :class:`slotmpe.models.slotmpe.SlotMPE` (or any module with its forward dict).
@@ -91,7 +93,7 @@ def predict(
     n_frames = int(xt.shape[-1])
     model.eval()
     model.to(dev)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(dev, precision):
         if max_frames is None or n_frames <= max_frames:
             return _forward_probs(model, xt.to(dev, torch.float32)[None])
         bounds = chunk_bounds(n_frames, max_frames)

@@ -188,6 +188,14 @@ def train_experiment(
         "device": str(device), "threads": threads, "precision": precision, "cpu": cpu_info(),
         "plateau_metric": plateau_metric,
     }
+    if embeddings_path is not None and exp.timbre_head:
+        # per-instrument prototypes of the training stems: `transcribe` names slots with them
+        from slotmpe.instruments import prototypes_from_embeddings
+
+        try:
+            extra["instrument_prototypes"] = prototypes_from_embeddings(embeddings_path)
+        except ValueError as e:  # a table without labels (split/instrument/family): no names
+            log.warning("no instrument prototypes in %s: %s", model_path, e)
     save_checkpoint(model_path, model.cpu().to(memory_format=torch.contiguous_format), extra)
     _write_log(log_path, rows)
     if not cfg.keep_checkpoint:

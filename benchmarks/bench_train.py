@@ -16,6 +16,18 @@ torch.compile) it prints, at batch 8 and 23-frame windows:
 * ``timbre``: stems/s of :func:`slotmpe.timbre.train_step` (batch 32 stems x 4 views of 46 frames:
   augmentation, fast-HCQT, encoder + projection, multi-view loss, backward, AdamW).
 
+* ``exact``: the before/after ratio of the step rate for the exact speed-ups, measured in one
+  process on one model and batch, the configurations interleaved over ``--exact-reps``
+  repetitions of ``--exact-steps`` steps (step time by process CPU time on the CPU, by wall time
+  on CUDA; the ratio of the best repetitions, the least disturbed on a shared machine, and the
+  median of the per-repetition ratios), under the deterministic mode training runs in
+  (:func:`slotmpe.training.deterministic_mode`): (a) ``fused``: the token map's gradient in one
+  batched product (``SlotAttention.fused_token_grad``) against the plain autograd products,
+  (b) ``no-fill``: ``torch.utils.deterministic.fill_uninitialized_memory = False`` against
+  ``True`` (torch's default; with deterministic algorithms on, every ``torch.empty`` is filled
+  with NaN), (c) both together. Ratio > 1: faster. It also prints the largest relative difference
+  of the parameters after one step from the same state (before against both).
+
 ``--device cuda`` runs the same on the GPU (and stops with a clear message when none is present).
 
 Without ``--features`` a small synthetic feature cache (random CQT, sustained-note rolls, the
@@ -23,12 +35,13 @@ CONTRACTS keys) is written to a temporary folder, so the benchmark runs anywhere
 
 Usage: ``python benchmarks/bench_train.py [--exps 1a 2b 3c] [--threads 2] [--steps 6]
 [--variants fp32 bf16 channels_last compile] [--features data/chamber/features] [--workers 0]
-[--timbre-steps 3] [--device cpu|cuda]``
+[--timbre-steps 3] [--device cpu|cuda] [--exact-exps 2b 3c] [--exact-reps 8] [--exact-steps 1]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,7 +57,14 @@ from slotmpe.data import WindowDataset
 from slotmpe.experiments import default_loss_weights, get_experiment
 from slotmpe.features import INDEX_COLUMNS, INDEX_NAME, N_WIDE
 from slotmpe.models import build_model
-from slotmpe.training import TrainConfig, batch_to, train_one_epoch, train_step
+from slotmpe.training import (
+    TrainConfig,
+    batch_to,
+    deterministic_mode,
+    forward_losses,
+    train_one_epoch,
+    train_step,
+)
 
 VARIANTS = ("default", "fp32", "channels_last", "bf16", "bf16+channels_last", "compile")
 _INSTR = (("violin", "strings"), ("flute", "woodwinds"), ("trumpet", "brass"), ("piano", "keyboards"))
@@ -145,6 +165,106 @@ def bench_variant(exp_name: str, variant: str, ds: WindowDataset, cfg: TrainConf
     return step_ws, cpu_ws, epoch_ws, float(losses["total"].detach())
 
 
+# (fused token gradient, fill uninitialised memory) of each configuration of bench_exact
+EXACT_CONFIGS: dict[str, tuple[bool, bool]] = {
+    "before": (False, True),
+    "fused": (True, True),
+    "no-fill": (False, False),
+    "both": (True, False),
+}
+
+
+def _set_exact(model: torch.nn.Module, fused: bool, fill: bool) -> None:
+    """Switch the exact speed-ups: the fused token gradient of every slot-attention module and
+    torch's filling of uninitialised memory."""
+    for mod in model.modules():
+        if hasattr(mod, "fused_token_grad"):
+            mod.fused_token_grad = fused
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def bench_exact(exp_name: str, ds: WindowDataset, steps: int, reps: int, device: str = "cpu"
+                ) -> tuple[dict[str, tuple[float, float, float, float]], float, bool]:
+    """Before/after step-rate ratios of the exact speed-ups (see the module docstring).
+
+    Returns ``{config: (ratio of the best (least disturbed) repetition times before/config,
+    median, min, max of the per-repetition ratios)}`` for ``fused``, ``no-fill`` and ``both``; the largest difference of any parameter
+    gradient, fused against plain token products from the same state, relative to that
+    gradient's largest magnitude (at least 1e-3 of the largest of all: some gradients are zero in
+    theory and hold only rounding noise); and whether one step with the fill off gives
+    bit-identical parameters.
+    """
+    dev = torch.device(device)
+    cfg = TrainConfig(batch_size=8, device=device)
+    exp = get_experiment(exp_name)
+    w = default_loss_weights(exp)
+    torch.manual_seed(0)
+    model = build_model(exp_name).to(dev)
+    try:  # the optimiser train_experiment uses (fused AdamW where available)
+        from slotmpe.training import make_optimizer
+        opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    except ImportError:  # older checkouts
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batch = batch_to(next(iter(DataLoader(ds, batch_size=cfg.batch_size))), dev)
+    fill_before = torch.utils.deterministic.fill_uninitialized_memory
+    names = list(EXACT_CONFIGS)
+    times: dict[str, list[float]] = {k: [] for k in names}
+
+    def step() -> None:
+        train_step(model, batch, exp, w, opt, cfg.timbre_match_weight, bf16=cfg.bf16)
+
+    def clock() -> float:
+        _sync(dev)
+        return time.perf_counter() if dev.type == "cuda" else time.process_time()
+
+    try:
+        with deterministic_mode(dev):
+            # exactness: gradients of the fused against the plain token products (same state)
+            grads = {}
+            for fused in (False, True):
+                _set_exact(model, fused, True)
+                model.zero_grad(set_to_none=True)
+                forward_losses(model, batch, exp, w, cfg.timbre_match_weight, cfg.bf16
+                               )["total"].backward()
+                grads[fused] = {n: p.grad.clone() for n, p in model.named_parameters()
+                                if p.grad is not None}
+            model.zero_grad(set_to_none=True)
+            floor = 1e-3 * max(float(g.abs().max()) for g in grads[False].values())
+            grad_diff = max(
+                float((grads[True][n] - g).abs().max() / g.abs().max().clamp_min(floor))
+                for n, g in grads[False].items()
+            )
+            # fill off: the parameters after one step from the same state are bit-identical
+            state = copy.deepcopy((model.state_dict(), opt.state_dict()))
+            after = {}
+            for k in ("before", "no-fill"):
+                model.load_state_dict(state[0])
+                opt.load_state_dict(state[1])
+                _set_exact(model, *EXACT_CONFIGS[k])
+                step()
+                after[k] = [p.detach().clone() for p in model.parameters()]
+            same = all(torch.equal(a, b) for a, b in zip(*after.values(), strict=True))
+            for k in names:  # warm-up of every configuration
+                _set_exact(model, *EXACT_CONFIGS[k])
+                step()
+            for r in range(reps):  # interleaved, the order rotated every repetition
+                for k in names[r % len(names):] + names[: r % len(names)]:
+                    _set_exact(model, *EXACT_CONFIGS[k])
+                    t0 = clock()
+                    for _ in range(steps):
+                        step()
+                    times[k].append(clock() - t0)
+    finally:
+        _set_exact(model, True, fill_before)
+    base = np.array(times["before"])
+    out = {}
+    for k in names[1:]:
+        per = base / np.array(times[k])
+        out[k] = (float(base.min() / np.min(times[k])), float(np.median(per)), float(per.min()),
+                  float(per.max()))
+    return out, grad_diff, same
+
+
 def bench_timbre(device: torch.device, steps: int, stems: int = 32, seed: int = 0
                  ) -> tuple[float, float, float]:
     """``(stems/s, stems per CPU-second x threads, loss after the timed steps)`` of the timbre
@@ -179,7 +299,9 @@ def bench_timbre(device: torch.device, steps: int, stems: int = 32, seed: int = 
 
 
 def main(exps: Sequence[str], threads: int, steps: int, variants: Sequence[str],
-         features: Path | None, workers: int, timbre_steps: int = 3, device: str = "cpu") -> None:
+         features: Path | None, workers: int, timbre_steps: int = 3, device: str = "cpu",
+         exact_exps: Sequence[str] = ("2b", "3c"), exact_reps: int = 8, exact_steps: int = 1
+         ) -> None:
     """Run the benchmark and print one line per (experiment, variant) and one for the encoder."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -215,6 +337,18 @@ def main(exps: Sequence[str], threads: int, steps: int, variants: Sequence[str],
                       f"epoch (loader+step) "
                       f"{epoch_ws:7.1f} windows/s, loss after {steps + 2} steps {loss:.4f}",
                       flush=True)
+        if exact_reps > 0:
+            by = "wall time" if dev.type == "cuda" else f"CPU time / {torch.get_num_threads()} threads"
+            print(f"exact speed-ups: step-rate ratio after/before ({by}; {exact_reps} interleaved "
+                  f"repetitions of {exact_steps} step(s)): best repetition against best "
+                  f"(median, min-max of the per-repetition ratios)")
+        for exp in exact_exps if exact_reps > 0 else ():
+            ratios, grad_diff, same = bench_exact(exp, ds, exact_steps, exact_reps, device)
+            text = ", ".join(f"{k} {r:.3f}x (median {med:.3f}, {lo:.3f}-{hi:.3f})"
+                             for k, (r, med, lo, hi) in ratios.items())
+            print(f"{exp} exact              : {text}; gradients fused/plain max rel diff "
+                  f"{grad_diff:.1e}; no-fill parameters after a step "
+                  f"{'bit-identical' if same else 'DIFFER'}", flush=True)
     if timbre_steps > 0:
         sps, cps, loss = bench_timbre(dev, timbre_steps)
         print(f"timbre encoder        : step {sps:7.1f} stems/s ({cps:7.1f} by CPU time), "
@@ -224,7 +358,7 @@ def main(exps: Sequence[str], threads: int, steps: int, variants: Sequence[str],
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--exps", nargs="+", default=["1a", "2b", "3c"])
+    ap.add_argument("--exps", nargs="*", default=["1a", "2b", "3c"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--variants", nargs="+", default=["default"], choices=VARIANTS,
@@ -234,5 +368,12 @@ if __name__ == "__main__":
     ap.add_argument("--timbre-steps", type=int, default=3,
                     help="timed steps of the timbre encoder (0: skip it)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--exact-exps", nargs="*", default=["2b", "3c"],
+                    help="experiments of the exact speed-up ratios (fused token gradient, "
+                         "fill_uninitialized_memory off, both)")
+    ap.add_argument("--exact-reps", type=int, default=8,
+                    help="interleaved repetitions per configuration (0: skip)")
+    ap.add_argument("--exact-steps", type=int, default=1, help="timed steps per repetition")
     a = ap.parse_args()
-    main(a.exps, a.threads, a.steps, a.variants, a.features, a.workers, a.timbre_steps, a.device)
+    main(a.exps, a.threads, a.steps, a.variants, a.features, a.workers, a.timbre_steps, a.device,
+         a.exact_exps, a.exact_reps, a.exact_steps)

@@ -2,7 +2,7 @@
 stems/s of the timbre encoder's step.
 
 For each experiment and each variant (``default``: the default :class:`TrainConfig`, i.e. what
-training does; ``fp32``: plain NCHW layout; optionally channels-last, bf16 autocast (CUDA only),
+training does; ``fp32``: plain NCHW layout; optionally channels-last, bf16 autocast (``precision``; fast only with native bf16: CUDA, AMX, AVX-512 BF16),
 torch.compile) it prints, at batch 8 and 23-frame windows:
 
 * ``data``: windows/s of the real :class:`slotmpe.data.WindowDataset` + DataLoader alone
@@ -57,6 +57,7 @@ from slotmpe.data import WindowDataset
 from slotmpe.experiments import default_loss_weights, get_experiment
 from slotmpe.features import INDEX_COLUMNS, INDEX_NAME, N_WIDE
 from slotmpe.models import build_model
+from slotmpe.precision import resolve_precision
 from slotmpe.training import (
     TrainConfig,
     batch_to,
@@ -132,6 +133,7 @@ def bench_variant(exp_name: str, variant: str, ds: WindowDataset, cfg: TrainConf
     ``threads`` otherwise idle cores; it is much less disturbed by other jobs on a shared machine.
     """
     device = torch.device(cfg.device or "cpu")
+    prec = resolve_precision(cfg.precision, device)
     exp = get_experiment(exp_name)
     w = default_loss_weights(exp)
     torch.manual_seed(0)
@@ -146,11 +148,11 @@ def bench_variant(exp_name: str, variant: str, ds: WindowDataset, cfg: TrainConf
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = batch_to(next(iter(DataLoader(ds, batch_size=cfg.batch_size))), device, cfg.channels_last)
     for _ in range(2):  # warm-up (and compilation)
-        train_step(run_model, batch, exp, w, opt, cfg.timbre_match_weight, bf16=cfg.bf16)
+        train_step(run_model, batch, exp, w, opt, cfg.timbre_match_weight, precision=prec)
     _sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        losses = train_step(run_model, batch, exp, w, opt, cfg.timbre_match_weight, bf16=cfg.bf16)
+        losses = train_step(run_model, batch, exp, w, opt, cfg.timbre_match_weight, precision=prec)
     _sync(device)
     step_ws = steps * cfg.batch_size / (time.perf_counter() - t0)
     cpu_ws = steps * cfg.batch_size / ((time.process_time() - c0) / torch.get_num_threads())
@@ -196,6 +198,7 @@ def bench_exact(exp_name: str, ds: WindowDataset, steps: int, reps: int, device:
     """
     dev = torch.device(device)
     cfg = TrainConfig(batch_size=8, device=device)
+    prec = "fp32"  # the exact speed-ups are measured in float32, as in issue 21
     exp = get_experiment(exp_name)
     w = default_loss_weights(exp)
     torch.manual_seed(0)
@@ -211,7 +214,7 @@ def bench_exact(exp_name: str, ds: WindowDataset, steps: int, reps: int, device:
     times: dict[str, list[float]] = {k: [] for k in names}
 
     def step() -> None:
-        train_step(model, batch, exp, w, opt, cfg.timbre_match_weight, bf16=cfg.bf16)
+        train_step(model, batch, exp, w, opt, cfg.timbre_match_weight, precision=prec)
 
     def clock() -> float:
         _sync(dev)
@@ -224,7 +227,7 @@ def bench_exact(exp_name: str, ds: WindowDataset, steps: int, reps: int, device:
             for fused in (False, True):
                 _set_exact(model, fused, True)
                 model.zero_grad(set_to_none=True)
-                forward_losses(model, batch, exp, w, cfg.timbre_match_weight, cfg.bf16
+                forward_losses(model, batch, exp, w, cfg.timbre_match_weight, prec
                                )["total"].backward()
                 grads[fused] = {n: p.grad.clone() for n, p in model.named_parameters()
                                 if p.grad is not None}
@@ -323,14 +326,12 @@ def main(exps: Sequence[str], threads: int, steps: int, variants: Sequence[str],
         print(f"data   : {bench_data(ds, 8, workers, 10):8.1f} windows/s (loader alone)")
         for exp in exps:
             for v in variants:
-                if "bf16" in v and dev.type != "cuda":
-                    print(f"{exp} {v:<19}: (bf16 runs on CUDA only; measured ~9x slower on this CPU)")
-                    continue
                 if v == "default":  # what train_experiment does with the default TrainConfig
                     cfg = TrainConfig(batch_size=8, num_workers=workers, device=device)
                 else:
                     cfg = TrainConfig(batch_size=8, num_workers=workers, device=device,
-                                      channels_last="channels_last" in v, bf16="bf16" in v,
+                                      channels_last="channels_last" in v,
+                                      precision="bf16" if "bf16" in v else "fp32",
                                       compile=v == "compile")
                 step_ws, cpu_ws, epoch_ws, loss = bench_variant(exp, v, ds, cfg, steps)
                 print(f"{exp} {v:<19}: step {step_ws:7.1f} windows/s ({cpu_ws:7.1f} by CPU time), "

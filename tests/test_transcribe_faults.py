@@ -58,7 +58,7 @@ def test_stream_keeps_an_absolute_noise_floor(trained_3c: Path) -> None:  # noqa
     st = StreamTranscriber(model, meta, opts)
     for a in range(0, len(y), 4000):
         st.push(y[a : a + 4000])
-    st.finish(len(y) / SAMPLE_RATE)
+    st.finish()
     tracks = st.tracks(len(y) / SAMPLE_RATE)
     in_hiss = sum(1 for t in tracks for n in t.notes if n.offset_s < 7.5)
     assert in_hiss <= 2

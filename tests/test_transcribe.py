@@ -179,12 +179,13 @@ def test_find_audio_files_and_output_names(tmp_path: Path) -> None:
 
 def test_options_validate_and_default_chunking() -> None:
     from slotmpe.inference import DEFAULT_MAX_FRAMES
+    from slotmpe.transcribe.options import TRANSCRIBE_MAX_FRAMES
 
     with pytest.raises(ValueError):
         TranscribeOptions(mix_threshold=1.5)
     with pytest.raises(ValueError):
         TranscribeOptions(max_frames=0)
-    assert TranscribeOptions().resolved_max_frames() == DEFAULT_MAX_FRAMES  # as the evaluation
+    assert TranscribeOptions().resolved_max_frames() == TRANSCRIBE_MAX_FRAMES < DEFAULT_MAX_FRAMES
     assert TranscribeOptions(max_frames=None).resolved_max_frames() is None
 
 

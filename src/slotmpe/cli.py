@@ -442,9 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
                    help="frames per model chunk, bounding memory on long files; 0 = whole file "
-                        "at once (default: the evaluation's limit, "
-                        "slotmpe.inference.DEFAULT_MAX_FRAMES; model memory is also bounded "
-                        "internally by its own exact time chunking)")
+                        "at once (default: 4096 frames = 131 s, "
+                        "slotmpe.transcribe.options.TRANSCRIBE_MAX_FRAMES; model memory is also "
+                        "bounded internally by its own exact time chunking)")
     p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                    help="CPU threads for torch or onnxruntime (default: their default)")
     p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")

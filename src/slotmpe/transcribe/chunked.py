@@ -20,8 +20,8 @@ differs.
    that may still merge with later frames (it ends less than ``merge_gap`` frames before the
    block's end) is carried into the next block.
 
-Memory is then bounded by one chunk's model pass (``max_frames`` frames, by default the
-evaluation's 20000 = 10.7 min), whatever the file's length. A file of one chunk runs exactly as
+Memory is then bounded by one chunk's model pass (``max_frames`` frames, by default
+:data:`~slotmpe.transcribe.options.TRANSCRIBE_MAX_FRAMES` = 4096, 131 s), whatever the file's length. A file of one chunk runs exactly as
 before (everything in memory, :func:`~slotmpe.transcribe.notes.make_tracks`). The whole-file
 probabilities are kept only when an output needs them (``--save-model-outputs``) or when the
 model's experiment post-processes its slots with whole-file statistics

@@ -22,9 +22,11 @@ DEFAULT_THRESHOLD: float = 0.5  # used when thresholds.json is absent or lacks a
 DEFAULT_ACTIVITY_THRESHOLD: float = 0.5
 DEFAULT_MIN_NOTE_MS: float = 96.0  # 3 frames
 DEFAULT_MERGE_GAP_MS: float = 64.0  # gaps of up to 2 frames are bridged
-# ``max_frames="default"`` means slotmpe.transcribe.stitching.DEFAULT_MAX_FRAMES, the evaluation's
-# limit (resolved at run time).
+# ``max_frames="default"`` means TRANSCRIBE_MAX_FRAMES (resolved at run time).
 DEFAULT_MAX_FRAMES: Literal["default"] = "default"
+TRANSCRIBE_MAX_FRAMES: int = 4096
+"""Default chunk of ``transcribe`` (131 s): peak memory is set by one chunk, so it stays flat for
+longer files (issue 24); the evaluation keeps its longer limit (``eval.max_frames``)."""
 
 
 class TranscriptionError(RuntimeError):
@@ -76,9 +78,7 @@ class TranscribeOptions:
     def resolved_max_frames(self) -> int | None:
         """The chunk length of the whole-file inference (None = whole file in one pass)."""
         if self.max_frames == DEFAULT_MAX_FRAMES:
-            from slotmpe.stitching import DEFAULT_MAX_FRAMES as inference_default
-
-            return inference_default
+            return TRANSCRIBE_MAX_FRAMES
         return self.max_frames  # type: ignore[return-value]
 
 

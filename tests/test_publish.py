@@ -151,3 +151,22 @@ def test_errors_name_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "no run folder" in capsys.readouterr().err
     assert main(["publish-run", str(tmp_path / "empty"), "-o", str(tmp_path / "pub")]) == 1
     assert "empty" in capsys.readouterr().err
+
+
+PUBLISHED = sorted((Path(__file__).resolve().parents[1] / "docs" / "runs").glob("*/findings.csv"))
+
+
+@pytest.mark.parametrize("findings_csv", PUBLISHED, ids=lambda p: p.parent.name)
+def test_findings_reproduces_every_committed_published_run(findings_csv: Path, tmp_path: Path
+                                                           ) -> None:
+    """`slotmpe findings docs/runs/<run>` rebuilds the committed findings and Table III exactly."""
+    run = findings_csv.parent
+    assert main(["findings", str(run), "-o", str(tmp_path)]) == 0
+    for name in ("findings.csv", "table3.csv", "table3_notes.csv"):
+        if (run / name).is_file():
+            assert (tmp_path / name).read_bytes() == (run / name).read_bytes(), name
+
+
+def test_a_published_run_is_committed() -> None:
+    """The repository carries at least one published run (issue 22)."""
+    assert PUBLISHED, "no docs/runs/<date>-<commit>/findings.csv"

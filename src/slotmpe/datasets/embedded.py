@@ -544,7 +544,6 @@ def _build(out_dir: Path, cfg: dict[str, Any], seed: int, kind: str) -> Path:
             total_s >= target_s
             and len(eligible_works) >= need_eligible
             and len({i.work for i in infos}) > need_eligible
-            and len(infos) > int(cfg["val_pieces"]) + int(cfg["test_pieces"])
         ):
             break
         for rel in files:

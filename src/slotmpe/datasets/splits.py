@@ -38,8 +38,8 @@ def assign_splits(
     sources until each holds ``min_pieces_test`` / ``min_pieces_val`` such pieces; then each is
     topped up with whole works (any) while it stays within ``round(fraction * n_pieces)`` pieces;
     then, while a split holds fewer than ``test_pieces`` / ``val_pieces`` pieces in all, it gets
-    further whole works (the last one may overshoot by the work's other movements); every other
-    work is train. Raises ``ValueError`` when the constraints cannot be met (too few
+    further whole works, as long as val and test together stay within half of all pieces; every
+    other work is train. Raises ``ValueError`` when the constraints cannot be met (too few
     works with enough sources, or nothing left for train).
     """
     if not pieces:
@@ -91,7 +91,8 @@ def assign_splits(
         for w in order:
             if count(split) >= floors[split]:
                 break
-            if w not in work_split:
+            # the floors never take train below half of all pieces (small builds keep a train split)
+            if w not in work_split and count("test") + count("val") + len(works[w]) <= n // 2:
                 work_split[w] = split
     for w in order:
         work_split.setdefault(w, "train")

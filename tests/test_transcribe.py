@@ -268,6 +268,12 @@ def trained_3c(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src_t = torch.from_numpy(src)[None]  # (1, 2, 72, T)
     mix_t = src_t.amax(dim=1)
     model = build_model("3c", **_tiny_widths())
+    # 40 Adam steps at lr 1e-2 from one seed are chaotic: the fused token-map gradient (equal to
+    # the plain one within 1.2e-5 relative on this input) ends in another model, so the fixture
+    # pins the plain autograd path it was written with.
+    for m in model.modules():
+        if hasattr(m, "fused_token_grad"):
+            m.fused_token_grad = False
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     pos = torch.tensor(5.0)  # positive weight: active cells are rare

@@ -67,6 +67,22 @@ def chunk_bounds(n_frames: int, max_frames: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def crossfade_weights(bounds: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Cross-fade weight of every chunk over its frames: 1 inside, linear ramps over the overlaps
+    with its neighbours (``(e - s,)`` float64 per chunk ``(s, e)``)."""
+    out = []
+    for i, (s, e) in enumerate(bounds):
+        w = np.ones(e - s, dtype=np.float64)
+        if i > 0:
+            ov = bounds[i - 1][1] - s
+            w[:ov] = np.linspace(0.0, 1.0, ov + 2)[1:-1]
+        if i + 1 < len(bounds):
+            ov = e - bounds[i + 1][0]
+            w[e - s - ov:] = np.linspace(1.0, 0.0, ov + 2)[1:-1]
+        out.append(w)
+    return out
+
+
 def stitch(chunks: list[dict[str, np.ndarray]], bounds: list[tuple[int, int]],
             n_frames: int) -> dict[str, np.ndarray]:
     """Align slot order across chunks and blend them into whole-file outputs (module docstring)."""
@@ -84,16 +100,8 @@ def stitch(chunks: list[dict[str, np.ndarray]], bounds: list[tuple[int, int]],
     # 2. cross-fade frame-wise outputs
     out: dict[str, np.ndarray] = {}
     total_w = np.zeros(n_frames, dtype=np.float64)
-    weights = []
-    for i, (s, e) in enumerate(bounds):
-        w = np.ones(e - s, dtype=np.float64)
-        if i > 0:
-            ov = bounds[i - 1][1] - s
-            w[:ov] = np.linspace(0.0, 1.0, ov + 2)[1:-1]
-        if i + 1 < len(bounds):
-            ov = e - bounds[i + 1][0]
-            w[e - s - ov:] = np.linspace(1.0, 0.0, ov + 2)[1:-1]
-        weights.append(w)
+    weights = crossfade_weights(bounds)
+    for (s, e), w in zip(bounds, weights, strict=True):
         total_w[s:e] += w
     for key in ("mix", "slots", "poly"):
         if key not in chunks[0]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from slotmpe.constants import MIDI_MIN, N_PITCHES
 from slotmpe.cqt import N_WIDE, log_compress
-from slotmpe.stitching import SLOT_KEYS, align_slots, chunk_bounds
+from slotmpe.stitching import SLOT_KEYS, align_slots, chunk_bounds, crossfade_weights
 from slotmpe.transcribe.notes import Note, probs_to_notes
 from slotmpe.transcribe.options import FRAME_SECONDS
 
@@ -95,21 +95,6 @@ class CqtStore:
         self.blocks = []
 
 
-def _weights(bounds: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Cross-fade weight of every chunk over its frames (as :func:`slotmpe.stitching.stitch`)."""
-    out = []
-    for i, (s, e) in enumerate(bounds):
-        w = np.ones(e - s, dtype=np.float64)
-        if i > 0:
-            ov = bounds[i - 1][1] - s
-            w[:ov] = np.linspace(0.0, 1.0, ov + 2)[1:-1]
-        if i + 1 < len(bounds):
-            ov = e - bounds[i + 1][0]
-            w[e - s - ov:] = np.linspace(1.0, 0.0, ov + 2)[1:-1]
-        out.append(w)
-    return out
-
-
 def stitched_blocks(
     predict: Any, n_frames: int, max_frames: int, read: Any
 ) -> Iterator[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
@@ -120,7 +105,7 @@ def stitched_blocks(
     ``(K, 128)``, mass-weighted mean so far), final with the last block. ``read(a, b)`` returns the
     log-CQT of frames ``[a, b)``. Equals :func:`slotmpe.stitching.stitch` of all chunks."""
     bounds = chunk_bounds(n_frames, max_frames)
-    weights = _weights(bounds)
+    weights = crossfade_weights(bounds)
     total = np.zeros(n_frames, dtype=np.float64)
     for (s, e), w in zip(bounds, weights, strict=True):
         total[s:e] += w

@@ -374,6 +374,13 @@ def _similarity(text: str) -> float:
     return v
 
 
+def _add_alias_config_args(p: argparse.ArgumentParser) -> None:
+    """``--config``/``--profile`` of the result-table commands (where the paper aliases come from)."""
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="workflow config for the paper aliases (default: ./config.yaml if any)")
+    p.add_argument("--profile", default=None, help="config profile (default: the config's own)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``slotmpe`` command and its subcommands."""
     from slotmpe import transcribe as tr
@@ -554,9 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("dir", metavar="DIR", help="results/ tree or published run folder")
     pf.add_argument("-o", "--out", default=None, metavar="OUT",
                     help="folder to write the tables to (default: DIR itself)")
-    pf.add_argument("--config", default=None, metavar="FILE",
-                    help="workflow config for the paper aliases (default: ./config.yaml if any)")
-    pf.add_argument("--profile", default=None, help="config profile (default: the config's own)")
+    _add_alias_config_args(pf)
 
     pr = sub.add_parser(
         "publish-run",
@@ -573,9 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("results", metavar="RESULTS_DIR", help="a finished results/ tree")
     pr.add_argument("-o", "--out", default=None, metavar="DIR",
                     help="published folder (default: docs/runs/<YYYY-MM-DD>-<short commit>)")
-    pr.add_argument("--config", default=None, metavar="FILE",
-                    help="workflow config for the paper aliases (default: ./config.yaml if any)")
-    pr.add_argument("--profile", default=None, help="config profile (default: the config's own)")
+    _add_alias_config_args(pr)
 
     sub.add_parser(
         "info",

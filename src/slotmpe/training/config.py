@@ -105,7 +105,7 @@ class TrainConfig:
 _IDENTITY_FIELDS = (
     "batch_size", "lr", "weight_decay", "plateau_factor", "plateau_patience", "min_lr", "window",
     "windows_per_epoch", "val_windows", "seed", "loss_weights", "timbre_match_weight",
-    "selection_metric", "plateau_metric", "grad_clip", "precision",
-)
+    "selection_metric", "plateau_metric", "grad_clip",
+)  # + the *resolved* precision, added by slotmpe.training.checkpoint._identity
 
 

@@ -195,3 +195,43 @@ def test_zero_weight_terms_are_logged_without_grad() -> None:
     assert not res["poly_mix"].requires_grad
     with pytest.raises(ValueError, match="cannot compute"):
         L.compute_losses(get_experiment("1c"), out, batch, {"mix": 1.0, "timbre": 1.0})
+
+
+def _duplicate_outputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Perfect outputs whose slot 7 duplicates slot 0 (same pitch map and timbre) and predicts
+    itself active while slot 0 predicts itself inactive."""
+    out = _perfect_outputs(batch, "source", list(range(8)))
+    for key in ("slot_logits", "timbre"):
+        out[key][:, 7] = out[key][:, 0]
+    out["activity_logits"][:, 0] = -3.0
+    out["activity_logits"][:, 7] = 3.0
+    return out
+
+
+def test_activity_match_weight_moves_the_match_to_the_active_duplicate() -> None:
+    """3c with ``act_weight`` and 4m (its own weight 1) match the slot that predicts itself
+    active; 3c at the paper's weight 0 keeps slot 0, and the activity loss then contradicts both
+    duplicates' predictions."""
+    batch = _batch(3)
+    out = _duplicate_outputs(batch)
+    e3c, e4m = get_experiment("3c"), get_experiment("4m")
+    paper = L.match_slots(e3c, out, batch)
+    assert all(0 in s and 7 not in s for s, _ in paper)
+    for exp, w in ((e3c, 1.0), (e3c, 0.3), (e4m, 0.0), (e4m, 5.0)):
+        m = L.match_slots(exp, out, batch, act_weight=w)
+        assert all(7 in s and 0 not in s for s, _ in m), (exp.name, w)
+    wts = default_loss_weights(e3c)
+    act_paper = L.compute_losses(e3c, out, batch, wts)["activity"]
+    act_4m = L.compute_losses(e4m, out, batch, wts)["activity"]
+    act_w = L.compute_losses(e3c, out, batch, wts, match_act_weight=1.0)["activity"]
+    assert float(act_4m) == pytest.approx(float(act_w)) and float(act_4m) < float(act_paper)
+
+
+def test_activity_match_weight_is_ignored_without_hungarian_matching() -> None:
+    batch = _batch(1)
+    for name in ("1a", "1b"):
+        exp = get_experiment(name)
+        out = _perfect_outputs(batch, "family", [0, 1, 2, 3])
+        a = L.compute_losses(exp, out, batch, default_loss_weights(exp))
+        b = L.compute_losses(exp, out, batch, default_loss_weights(exp), match_act_weight=2.0)
+        assert {k: float(v) for k, v in a.items()} == {k: float(v) for k, v in b.items()}

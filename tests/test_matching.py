@@ -107,3 +107,74 @@ def test_shape_errors() -> None:
         hungarian_match(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), torch.ones(1, 3).bool())
     with pytest.raises(ValueError, match="do not fit"):
         match_cost(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5))
+
+
+# ---- activity term of the cost (extension 4m, issue 29) ----------------------------------------
+
+
+def test_activity_term_matches_the_slot_that_predicts_itself_active() -> None:
+    """Two slots with identical pitch maps compete for one target: with the activity term the
+    slot with the higher activity logit is matched, whichever index it has; without it the tie
+    goes to the first slot."""
+    tgt = _maps(1, seed=4)
+    logits = torch.stack([_logits_from(tgt[0])] * 2 + [_logits_from(1 - tgt[0])])[None]
+    present = torch.ones(1, 1, dtype=torch.bool)
+    for act, expected in (([-2.0, 3.0, 0.0], 1), ([3.0, -2.0, 0.0], 0), ([0.1, 0.2, 9.0], 1)):
+        a = torch.tensor([act])
+        (rows, cols), = hungarian_match(logits, tgt[None], present, activity_logits=a,
+                                        act_weight=1.0)
+        assert rows.tolist() == [expected] and cols.tolist() == [0]
+    (rows, _), = hungarian_match(logits, tgt[None], present,
+                                 activity_logits=torch.tensor([[-2.0, 3.0, 0.0]]), act_weight=0.0)
+    assert rows.tolist() == [0]  # the paper's cost: a tie, linear_sum_assignment takes slot 0
+
+
+def test_activity_term_value() -> None:
+    g = torch.Generator().manual_seed(2)
+    logits, tgt = torch.randn(2, 3, 4, 5, generator=g), torch.rand(2, 2, 4, 5, generator=g)
+    act = torch.randn(2, 3, generator=g) * 3
+    base = match_cost(logits, tgt)
+    cost = match_cost(logits, tgt, activity_logits=act, act_weight=0.3)
+    ref = base + 0.3 * -torch.log(torch.sigmoid(act))[..., None]
+    torch.testing.assert_close(cost, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_activity_weight_is_the_paper_matching() -> None:
+    """``act_weight`` 0 gives exactly the old cost and assignment on random inputs (S < K too)."""
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        logits = torch.randn(3, 8, 6, 5, generator=g) * 3
+        tgt = (torch.rand(3, 8, 6, 5, generator=g) > 0.6).float()
+        present = torch.rand(3, 8, generator=g) > 0.5
+        se, te = torch.randn(3, 8, 7, generator=g), torch.randn(3, 8, 7, generator=g)
+        act = torch.randn(3, 8, generator=g) * 5
+        old = match_cost(logits, tgt, se, te, 1.0)
+        new = match_cost(logits, tgt, se, te, 1.0, activity_logits=act, act_weight=0.0)
+        assert torch.equal(old, new)
+        a = hungarian_match(logits, tgt, present, se, te, 1.0)
+        b = hungarian_match(logits, tgt, present, se, te, 1.0, activity_logits=act, act_weight=0.0)
+        for (ra, ca), (rb, cb) in zip(a, b, strict=True):
+            assert np.array_equal(ra, rb) and np.array_equal(ca, cb)
+
+
+def test_activity_term_changes_nothing_when_every_slot_is_matched() -> None:
+    """A constant per slot row cannot change a full (S = K) assignment."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 4, 6, 5, generator=g) * 3
+    tgt = (torch.rand(2, 4, 6, 5, generator=g) > 0.5).float()
+    present = torch.ones(2, 4, dtype=torch.bool)
+    act = torch.randn(2, 4, generator=g) * 5
+    a = hungarian_match(logits, tgt, present)
+    b = hungarian_match(logits, tgt, present, activity_logits=act, act_weight=3.0)
+    for (ra, ca), (rb, cb) in zip(a, b, strict=True):
+        assert np.array_equal(ra, rb) and np.array_equal(ca, cb)
+
+
+def test_activity_term_errors() -> None:
+    logits, tgt = torch.zeros(1, 2, 3, 4), torch.zeros(1, 1, 3, 4)
+    with pytest.raises(ValueError, match="needs the slots' activity_logits"):
+        match_cost(logits, tgt, act_weight=1.0)
+    with pytest.raises(ValueError, match="must be \\(B, K\\)"):
+        match_cost(logits, tgt, activity_logits=torch.zeros(1, 3), act_weight=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        match_cost(logits, tgt, activity_logits=torch.zeros(1, 2), act_weight=-1.0)

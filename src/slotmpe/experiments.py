@@ -41,7 +41,14 @@ exp    base  the one change
 4j     4h    ``remix`` on top of 4h (both)
 4k     4j    post-processing ``exclusive`` on the 4j model (4a on the separating base)
 4l     4j    post-processing ``active`` on the 4j model (4e on the separating base)
+4m     3c    ``activity_match_weight`` = 1: the slot's activity in the Hungarian cost (issue 29)
 =====  ====  =====================================================================
+
+``activity_match_weight`` (4m) is the weight ``w_act`` of ``w_act * softplus(-activity_logit)`` in
+the matching cost (:func:`slotmpe.matching.match_cost`). Every Hungarian experiment can train with
+it through ``train.activity_match_weight`` (:class:`slotmpe.training.TrainConfig`, default 0 = the
+paper's matching); a row that sets the field (4m) uses its own value whatever the config says
+(:func:`resolve_activity_match_weight`).
 
 ``mask_target`` and ``remix`` change the training *data* as well: the datasets of such a row come
 from :func:`slotmpe.remix.experiment_datasets` (ratio-mask targets in every item; remixed training
@@ -103,8 +110,16 @@ class Experiment:
     postprocess: tuple[str, ...] = ()
     mask_target: bool = False  # 4h: supervise the slot masks with the stems' ratio masks
     remix: bool = False  # 4i: training windows remixed from stems of different pieces
+    # 4m: weight of the activity term of the Hungarian cost; None = train.activity_match_weight
+    activity_match_weight: float | None = None
 
     def __post_init__(self) -> None:
+        w = self.activity_match_weight
+        if w is not None and not (w >= 0 and w != float("inf")):
+            raise ValueError(
+                f"experiment {self.name}: activity_match_weight must be a finite number >= 0 or "
+                f"None; got {w}"
+            )
         bad = [s for s in self.postprocess if s not in POSTPROCESS_STEPS]
         if bad:
             raise ValueError(
@@ -213,6 +228,9 @@ def _extensions() -> dict[str, Experiment]:
                postprocess=("exclusive",)),
         extend(e4j, "4l", "4j + slots with activity < 0.5 silenced at inference (4e on the "
                "separating base)", postprocess=("active",)),
+        extend(EXPERIMENTS["3c"], "4m", "3c + the slot's activity in the Hungarian matching "
+               "cost (weight 1 on -log sigmoid(activity logit), DETR-style)",
+               activity_match_weight=1.0),
     ]
     return {e.name: e for e in sorted(exts, key=lambda e: e.name)}
 
@@ -231,6 +249,18 @@ def training_experiment(exp: Experiment | str) -> str:
     """
     e = exp if isinstance(exp, Experiment) else get_experiment(exp)
     return e.derived_from or e.name
+
+
+def resolve_activity_match_weight(exp: Experiment, configured: float = 0.0) -> float:
+    """Weight of the activity term of ``exp``'s Hungarian cost: the row's own
+    ``activity_match_weight`` (4m) or, where the row leaves it ``None``, ``configured``
+    (``train.activity_match_weight``). 0 for experiments without Hungarian matching."""
+    if exp.matching != "hungarian":
+        return 0.0
+    w = exp.activity_match_weight if exp.activity_match_weight is not None else configured
+    if not (w >= 0 and w != float("inf")):
+        raise ValueError(f"activity_match_weight must be a finite number >= 0; got {w}")
+    return float(w)
 
 
 # Base weights per loss term, shared by every experiment that has the term ("consistent within a

@@ -38,7 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from slotmpe.constants import FAMILIES
-from slotmpe.experiments import LOSS_TERMS, Experiment, active_loss_terms
+from slotmpe.experiments import (
+    LOSS_TERMS,
+    Experiment,
+    active_loss_terms,
+    resolve_activity_match_weight,
+)
 from slotmpe.matching import Match, hungarian_match
 
 # Lower bound of the summed softplus in the union term (log(1 - exp(-s)) diverges at s = 0).
@@ -269,15 +274,25 @@ def match_slots(
     outputs: Mapping[str, torch.Tensor],
     batch: Mapping[str, torch.Tensor],
     emb_weight: float = 1.0,
+    act_weight: float = 0.0,
 ) -> list[Match]:
     """Hungarian matching of ``outputs["slot_logits"]`` to the experiment's present targets.
 
     The timbre cosine term enters the cost (with ``emb_weight``) only when the model has a timbre
-    head and the batch carries source embeddings.
+    head and the batch carries source embeddings. The activity term
+    ``w * softplus(-outputs["activity_logits"])`` (extension 4m) enters with
+    ``w = resolve_activity_match_weight(exp, act_weight)``: the row's own weight where it has one
+    (4m), else ``act_weight`` (``train.activity_match_weight``; 0 = the paper's matching).
     """
     targets, present, temb = slot_targets(exp, batch)
     semb = outputs.get("timbre") if exp.timbre_head else None
     use_emb = semb is not None and temb is not None
+    w_act = resolve_activity_match_weight(exp, act_weight)
+    if w_act and "activity_logits" not in outputs:
+        raise ValueError(
+            f"experiment {exp.name}: activity_match_weight {w_act} needs the model's "
+            "activity_logits output"
+        )
     return hungarian_match(
         outputs["slot_logits"],
         targets,
@@ -285,6 +300,8 @@ def match_slots(
         semb if use_emb else None,
         temb if use_emb else None,
         emb_weight if use_emb else 0.0,
+        outputs["activity_logits"].detach() if w_act else None,
+        w_act,
     )
 
 
@@ -295,6 +312,7 @@ def compute_losses(
     weights: Mapping[str, float],
     match_emb_weight: float = 1.0,
     matches: list[Match] | None = None,
+    match_act_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """All loss terms of ``exp`` and their weighted sum.
 
@@ -312,6 +330,9 @@ def compute_losses(
             (computed without gradient) but do not enter ``total``.
         match_emb_weight: weight of the timbre cosine distance in the matching cost.
         matches: precomputed matches (else computed here for Hungarian experiments).
+        match_act_weight: weight of the slot activity term in the matching cost
+            (``train.activity_match_weight``; a row with its own weight, 4m, overrides it; see
+            :func:`match_slots`).
 
     Returns:
         ``{term: scalar tensor for term in logged_terms(exp)} | {"total": weighted sum}``.
@@ -330,7 +351,7 @@ def compute_losses(
             "base instead"
         )
     if exp.matching == "hungarian" and matches is None:
-        matches = match_slots(exp, outputs, batch, match_emb_weight)
+        matches = match_slots(exp, outputs, batch, match_emb_weight, match_act_weight)
 
     def term(name: str) -> torch.Tensor:
         if name == "mix":

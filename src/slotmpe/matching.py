@@ -5,11 +5,17 @@ The slot outputs of the model form an unordered set. Before the permutation-inva
 that is active in the window) is assigned to exactly one of the ``K`` slots by minimising
 
 ``cost[k, s] = mean_{p,t} BCE(slot_logits[k, p, t], target[s, p, t])
-              + emb_weight * (1 - cos(slot_emb[k], target_emb[s]))``
+              + emb_weight * (1 - cos(slot_emb[k], target_emb[s]))
+              + act_weight * softplus(-activity_logits[k])``
 
-with :func:`scipy.optimize.linear_sum_assignment`. Targets that are silent in the window are not
-matched (``S`` may be anything from 0 to ``K``); slots left without a target are "unmatched" and
-are supervised as inactive by the losses.
+with :func:`scipy.optimize.linear_sum_assignment`. The last term (extension 4m, issue 29;
+``act_weight`` 0 is the paper's matching) is ``-log sigmoid(activity_logit)``, the activity BCE of
+calling slot ``k`` active, added to every entry of slot ``k``'s row: when two slots predict the
+same source (near-equal pitch and timbre costs), the one that predicts itself active is matched,
+as DETR puts the class probability into its matching cost. A constant per row only decides
+*which* slots stay unmatched: with ``S >= K`` every slot is matched and the assignment is the
+paper's. Targets that are silent in the window are not matched (``S`` may be anything from 0 to
+``K``); slots left without a target are "unmatched" and are supervised as inactive by the losses.
 
 The cost matrix of the whole batch is computed in one vectorised torch expression (no Python loop
 over slots or targets) and moved to the CPU once; only the assignment itself runs per batch item.
@@ -35,6 +41,8 @@ def match_cost(
     slot_emb: torch.Tensor | None = None,
     target_emb: torch.Tensor | None = None,
     emb_weight: float = 0.0,
+    activity_logits: torch.Tensor | None = None,
+    act_weight: float = 0.0,
 ) -> torch.Tensor:
     """Matching cost of every (slot, target) pair.
 
@@ -46,9 +54,13 @@ def match_cost(
             has cosine 0 with everything, i.e. the same cost for every slot, so it does not change
             the assignment.
         emb_weight: weight of the cosine-distance term (ignored unless both embeddings are given).
+        activity_logits: ``(B, K)`` slot activity logits, or ``None``.
+        act_weight: weight of the activity term ``softplus(-activity_logits)`` (``>= 0``; ignored
+            when 0). ``ValueError`` when it is non-zero and ``activity_logits`` is missing.
 
     Returns:
-        ``(B, K, S)`` float32 cost: mean BCE over ``P*T`` plus ``emb_weight`` times cosine distance.
+        ``(B, K, S)`` float32 cost: mean BCE over ``P*T`` plus ``emb_weight`` times cosine distance
+        plus ``act_weight * softplus(-activity_logits)`` (the same for every target of a slot).
     """
     if slot_logits.dim() != 4 or targets.dim() != 4:
         raise ValueError(
@@ -74,6 +86,16 @@ def match_cost(
         se = F.normalize(slot_emb.float(), dim=-1)
         te = F.normalize(target_emb.float(), dim=-1)
         cost = cost + float(emb_weight) * (1.0 - torch.bmm(se, te.transpose(1, 2)))
+    if act_weight != 0.0:
+        if not act_weight > 0:
+            raise ValueError(f"act_weight must be >= 0; got {act_weight}")
+        if activity_logits is None:
+            raise ValueError(f"act_weight {act_weight} needs the slots' activity_logits")
+        if activity_logits.shape != (b, k):
+            raise ValueError(
+                f"activity_logits {tuple(activity_logits.shape)} must be (B, K) = {(b, k)}"
+            )
+        cost = cost + float(act_weight) * F.softplus(-activity_logits.float()).unsqueeze(-1)
     return cost
 
 
@@ -84,6 +106,8 @@ def hungarian_match(
     slot_emb: torch.Tensor | None = None,
     target_emb: torch.Tensor | None = None,
     emb_weight: float = 0.0,
+    activity_logits: torch.Tensor | None = None,
+    act_weight: float = 0.0,
 ) -> list[Match]:
     """Optimal one-to-one assignment of the present targets to slots, per batch item.
 
@@ -94,6 +118,8 @@ def hungarian_match(
         slot_emb: ``(B, K, E)`` or ``None``.
         target_emb: ``(B, S, E)`` or ``None``.
         emb_weight: weight of the cosine-distance term of the cost.
+        activity_logits: ``(B, K)`` slot activity logits, or ``None``.
+        act_weight: weight of the activity term of the cost (:func:`match_cost`; 0 = the paper's).
 
     Returns:
         One ``(slot_idx, target_idx)`` pair of int64 arrays per batch item, equal lengths
@@ -104,7 +130,8 @@ def hungarian_match(
         raise ValueError(
             f"present {tuple(present.shape)} must be (B, S) = {tuple(targets.shape[:2])}"
         )
-    cost = match_cost(slot_logits, targets, slot_emb, target_emb, emb_weight).cpu().numpy()
+    cost = match_cost(slot_logits, targets, slot_emb, target_emb, emb_weight, activity_logits,
+                      act_weight).cpu().numpy()
     pres = present.detach().to("cpu", torch.bool).numpy()
     out: list[Match] = []
     empty = np.zeros(0, dtype=np.int64)

@@ -55,6 +55,13 @@ def _identity(exp_name: str, cfg: TrainConfig, precision: str) -> dict[str, Any]
     return {"exp": exp_name, **{k: d[k] for k in _IDENTITY_FIELDS}, "precision": precision}
 
 
+def _identity_defaults() -> dict[str, Any]:
+    """Default of every identity field: a checkpoint written before a field joined the identity
+    (e.g. ``activity_match_weight``, issue 29) was trained with that field's default."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.name in _IDENTITY_FIELDS and f.default is not dataclasses.MISSING}
+
+
 def _save_last(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -67,9 +74,9 @@ def _load_last(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"cannot read resume checkpoint {path}: {e}; delete it to start over") from e
     if state.get("version") != _CKPT_VERSION:
         raise RuntimeError(f"{path}: checkpoint version {state.get('version')} != {_CKPT_VERSION}")
-    if state["identity"] != identity:
-        diff = {k: (state["identity"].get(k), v) for k, v in identity.items()
-                if state["identity"].get(k) != v}
+    stored = {**_identity_defaults(), **state["identity"]}
+    if stored != identity:
+        diff = {k: (stored.get(k), v) for k, v in identity.items() if stored.get(k) != v}
         raise RuntimeError(
             f"{path} was written by a different configuration {diff} (checkpoint, now); "
             "delete it to start over"

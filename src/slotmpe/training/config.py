@@ -31,6 +31,9 @@ class TrainConfig:
         threads: torch intra-op threads (``None`` = all cores).
         loss_weights: overrides of :data:`slotmpe.experiments.BASE_LOSS_WEIGHTS`.
         timbre_match_weight: weight of the timbre cosine distance in the Hungarian cost.
+        activity_match_weight: weight ``w`` of ``w * softplus(-activity_logit)`` per slot in the
+            Hungarian cost (issue 29; 0 = the paper's matching); a row with its own weight (4m)
+            overrides it (:func:`slotmpe.experiments.resolve_activity_match_weight`).
         selection_metric: validation column for early stopping and for choosing ``model.pt``:
             ``"pitch"`` (default: the unweighted sum of the experiment's pitch-map terms, see
             :func:`slotmpe.training.steps.pitch_terms`), ``"total"`` (the paper's weighted sum of
@@ -68,6 +71,7 @@ class TrainConfig:
     threads: int | None = None
     loss_weights: dict[str, float] = field(default_factory=dict)
     timbre_match_weight: float = 1.0
+    activity_match_weight: float = 0.0
     selection_metric: str = "pitch"
     plateau_metric: str | None = None
     grad_clip: float | None = 1.0
@@ -95,6 +99,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 or None; got {v}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
+        if not (self.activity_match_weight >= 0 and self.activity_match_weight != float("inf")):
+            raise ValueError(
+                f"activity_match_weight must be a finite number >= 0; got {self.activity_match_weight}"
+            )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None; got {self.grad_clip}")
         self.loss_weights = dict(self.loss_weights or {})
@@ -105,7 +113,7 @@ class TrainConfig:
 _IDENTITY_FIELDS = (
     "batch_size", "lr", "weight_decay", "plateau_factor", "plateau_patience", "min_lr", "window",
     "windows_per_epoch", "val_windows", "seed", "loss_weights", "timbre_match_weight",
-    "selection_metric", "plateau_metric", "grad_clip",
+    "selection_metric", "plateau_metric", "grad_clip", "activity_match_weight",
 )  # + the *resolved* precision, added by slotmpe.training.checkpoint._identity
 
 

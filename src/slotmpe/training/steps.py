@@ -72,16 +72,19 @@ def forward_losses(
     weights: Mapping[str, float],
     match_emb_weight: float = 1.0,
     precision: str = "fp32",
+    match_act_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Forward ``batch["x"]`` ``(B, 12, 216, W)`` and return :func:`compute_losses`'s dict.
 
     ``precision``: a resolved precision (``"fp32"`` or ``"bf16"``, see
     :func:`slotmpe.precision.resolve_precision`) of the forward pass; losses run in float32.
+    ``match_act_weight``: ``train.activity_match_weight`` (the matching cost's activity term).
     """
     x = batch["x"]
     with autocast(x.device, precision):
         outputs = model(x)
-    return compute_losses(exp, _float_outputs(outputs), batch, weights, match_emb_weight)
+    return compute_losses(exp, _float_outputs(outputs), batch, weights, match_emb_weight,
+                          match_act_weight=match_act_weight)
 
 
 def train_step(
@@ -93,11 +96,13 @@ def train_step(
     match_emb_weight: float = 1.0,
     grad_clip: float | None = None,
     precision: str = "fp32",
+    match_act_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One optimisation step on one batch (already on the model's device); returns the losses."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    losses = forward_losses(model, batch, exp, weights, match_emb_weight, precision)
+    losses = forward_losses(model, batch, exp, weights, match_emb_weight, precision,
+                            match_act_weight)
     total = losses["total"]
     if not torch.isfinite(total):
         raise FloatingPointError(f"non-finite training loss: { {k: float(v) for k, v in losses.items()} }")
@@ -132,7 +137,7 @@ def train_one_epoch(
     for batch in loader:
         b = batch_to(batch, device, cfg.channels_last)
         losses = train_step(model, b, exp, weights, optimizer, cfg.timbre_match_weight,
-                            cfg.grad_clip, precision)
+                            cfg.grad_clip, precision, cfg.activity_match_weight)
         losses = _with_pitch(losses, exp)
         bs = int(b["x"].shape[0])
         acc, n = _accumulate(acc, losses, keys, bs), n + bs
@@ -159,7 +164,8 @@ def evaluate_losses(
     for batch in loader:
         b = batch_to(batch, device, cfg.channels_last)
         losses = _with_pitch(
-            forward_losses(model, b, exp, weights, cfg.timbre_match_weight, precision), exp)
+            forward_losses(model, b, exp, weights, cfg.timbre_match_weight, precision,
+                           cfg.activity_match_weight), exp)
         bs = int(b["x"].shape[0])
         acc, n = _accumulate(acc, losses, keys, bs), n + bs
     if acc is None:

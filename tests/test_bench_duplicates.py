@@ -53,3 +53,34 @@ def test_run_weights_follow_the_run_and_the_row() -> None:
     assert bd.run_weights(meta, get_experiment("3c")) == (0.5, 0.3)
     assert bd.run_weights(meta, get_experiment("4m")) == (0.5, 1.0)
     assert bd.run_weights({"extra": {}}, get_experiment("2b")) == (1.0, 0.0)  # older checkpoint
+
+
+def test_activity_weight_screen_settings_and_table(tmp_path: Path) -> None:
+    """bench_activity_weight: --set parsing, the config's train settings (profile, overrides) and
+    the CSV of finished rows, sorted by weight and seed."""
+    import json
+
+    import bench_activity_weight as ba
+
+    assert ba.parse_sets(["max_epochs=4", "val_windows=null", "precision=fp32"]) == {
+        "max_epochs": 4, "val_windows": None, "precision": "fp32"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        ba.parse_sets(["max_epochs"])
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("profile: default\nmodel: {widths: wide}\ntrain: {max_epochs: 32, lr: 0.001}\n"
+                   "profiles:\n  default: {}\n  tiny: {train: {max_epochs: 1}}\n")
+    assert ba.train_settings(cfg, "tiny", {"lr": 0.01}) == {
+        "max_epochs": 1, "lr": 0.01, "widths": "wide"}
+    with pytest.raises(ValueError, match="--weights"):
+        ba.train_settings(cfg, None, {"activity_match_weight": 1.0})
+    for w, seed, f1 in ((1.0, 0, 50.0), (0.0, 1, 40.0), (0.0, 0, 42.0)):
+        run = tmp_path / "out" / ba._wtag(w) / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / ba.ROW_NAME).write_text(json.dumps({"exp": "3c", "weight": w, "seed": seed,
+                                                   "val_slot_f1": f1}))
+    df = ba.write_csv(tmp_path / "out")
+    assert list(df.columns) == list(ba.COLUMNS)
+    assert df[["weight", "seed"]].values.tolist() == [[0.0, 0], [0.0, 1], [1.0, 0]]
+    s = ba.summary(df)
+    assert s.loc[0.0, "seeds"] == 2 and s.loc[0.0, "val_slot_f1"] == pytest.approx(41.0)
+    assert (tmp_path / "out" / ba.CSV_NAME).is_file()

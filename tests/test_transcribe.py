@@ -155,7 +155,7 @@ def test_writers_round_trip(tmp_path: Path) -> None:
 
     csv_path = write_notes_csv(tmp_path / "x.notes.csv", tracks)
     assert csv_path.read_text().splitlines()[0] == (
-        "slot,onset_s,offset_s,midi,confidence,instrument,similarity")
+        "slot,onset_s,offset_s,midi,confidence,instrument,similarity,name_confidence")
     back = read_notes_csv(csv_path)
     assert [n.slot for n in back] == [1, 2, MIX, MIX]
     assert back[0] == Note(1, 0.16, 0.96, 60, pytest.approx(0.9))

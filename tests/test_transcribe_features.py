@@ -302,7 +302,8 @@ def test_named_tracks_in_midi_and_csv(named_3c: Path, tmp_path: Path) -> None:
         assert by_name.get("flute") == 73 and by_name.get("cello") == 42, by_name
         assert by_name["mixture"] == 0
         lines = res.csv_path.read_text().splitlines()
-        assert lines[0] == "slot,onset_s,offset_s,midi,confidence,instrument,similarity"
+        assert lines[0] == ("slot,onset_s,offset_s,midi,confidence,instrument,similarity,"
+                            "name_confidence")
         rows = [ln.split(",") for ln in lines[1:]]
         slot1 = [r for r in rows if r[0] == "1"]
         assert slot1 and all(r[5] == "flute" and float(r[6]) > 0.999 for r in slot1)

@@ -9,8 +9,22 @@ stem (columns ``track_id, piece_id, split, instrument, family, e0..e127``).
   instrument: the mean of the L2-normalised stem embeddings, L2-normalised again. The result is a
   plain dict (``{"names", "families", "vectors", "source"}``) that travels inside ``model.pt``
   (``extra["instrument_prototypes"]``) and the ONNX export's metadata.
-* :func:`name_slots` assigns each slot embedding the prototype of highest cosine similarity; below
-  ``min_similarity`` (default :data:`DEFAULT_MIN_SIMILARITY`) the slot is :data:`UNKNOWN`.
+* :func:`score_slots` (and :func:`name_slots`, its ``(name, similarity)`` form) assigns each slot
+  embedding the prototype of highest cosine similarity; below ``min_similarity`` (default
+  :data:`DEFAULT_MIN_SIMILARITY`) the slot is :data:`UNKNOWN`.
+* **Calibrated names** (issue 29): the cosine of the best prototype does not tell a right name
+  from a wrong one (every slot of a trained model lies at 0.96-0.99). The name's *confidence* is
+  therefore the temperature-scaled softmax over the cosines to all prototypes,
+  ``p_j = exp(cos_j / tau) / sum_i exp(cos_i / tau)`` (:func:`name_probabilities`), whose maximum
+  grows with the margin of the best prototype over the others. ``tau`` is fitted on validation
+  slots by minimising the negative log-likelihood of their stems' instruments
+  (:func:`fit_temperature`, temperature scaling), and a slot is :data:`UNKNOWN` below the confidence
+  ``min_confidence`` tuned on the same slots (:func:`tune_min_confidence`: the cut that maximises
+  right names minus wrong names, i.e. a name is written where it is more often right than
+  wrong). Both are stored in the prototypes' optional ``"calibration"`` entry
+  (:func:`calibrate`; :mod:`slotmpe.name_calibration` runs a model on the validation files and
+  writes it into ``model.pt``), so they travel into the ONNX metadata with the prototypes.
+  Prototypes without it name as before (no confidence).
 * :func:`gm_program` gives the General MIDI program (0-based) of an instrument or family name:
   the program the embedded datasets render it with (:data:`slotmpe.datasets.render.GM_PROGRAMS`),
   else ``pretty_midi.instrument_name_to_program`` of the name, else :data:`EXTRA_PROGRAMS`
@@ -22,7 +36,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +50,8 @@ median pairwise cosine of 0.60 (chamber) / 0.74 (electro), and 90 % of the test-
 best similarity of at least 0.92 / 0.78; a slot below 0.5 is unlike every instrument of the
 training run."""
 PROTOTYPE_KEYS: tuple[str, ...] = ("names", "families", "vectors", "source")
+CALIBRATION_KEY: str = "calibration"
+"""Optional entry of a prototype dict: ``{"temperature", "min_confidence", ...}`` (:func:`calibrate`)."""
 
 EXTRA_PROGRAMS: dict[str, int] = {
     # project names General MIDI spells differently (0-based programs)
@@ -140,29 +156,205 @@ def check_prototypes(protos: Mapping[str, Any]) -> dict[str, Any]:
                          f"and vectors of shape {vec.shape} do not fit (expected (n, {EMBED_DIM}))")
     if not np.isfinite(vec).all():
         raise ValueError("instrument prototypes: vectors must be finite")
-    return {"names": names, "families": families,
-            "vectors": [[float(v) for v in row] for row in vec], "source": str(protos["source"])}
+    out: dict[str, Any] = {"names": names, "families": families,
+                           "vectors": [[float(v) for v in row] for row in vec],
+                           "source": str(protos["source"])}
+    cal = protos.get(CALIBRATION_KEY)
+    if cal is not None:
+        out[CALIBRATION_KEY] = check_calibration(cal)
+    return out
+
+
+def check_calibration(cal: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated plain copy of a ``"calibration"`` entry: ``temperature`` finite and > 0,
+    ``min_confidence`` in [0, 1]; other keys (what it was fitted on) are kept as they are.
+    Raises :class:`ValueError` otherwise."""
+    if not isinstance(cal, Mapping):
+        raise ValueError("instrument prototypes: 'calibration' must be a mapping")
+    try:
+        tau, cut = float(cal["temperature"]), float(cal["min_confidence"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("instrument prototypes: 'calibration' needs numeric 'temperature' and "
+                         f"'min_confidence'; got {dict(cal)}") from None
+    if not (np.isfinite(tau) and tau > 0) or not 0.0 <= cut <= 1.0:
+        raise ValueError(f"instrument prototypes: calibration temperature {tau} must be > 0 and "
+                         f"min_confidence {cut} in [0, 1]")
+    return {**dict(cal), "temperature": tau, "min_confidence": cut}
+
+
+class SlotName(NamedTuple):
+    """The name of one slot: ``instrument`` (or :data:`UNKNOWN`), the cosine ``similarity`` of
+    the best prototype, the calibrated ``confidence`` (``None`` without calibration) and
+    ``nearest``, the best prototype's instrument even where the slot is :data:`UNKNOWN`."""
+
+    instrument: str
+    similarity: float
+    confidence: float | None
+    nearest: str
+
+
+def similarities(timbre: np.ndarray, protos: Mapping[str, Any]) -> np.ndarray:
+    """Cosine similarity ``(K, n)`` of every slot embedding ``timbre`` ``(K, 128)`` to every
+    prototype of ``protos``."""
+    t = _l2(np.asarray(timbre, dtype=np.float64).reshape(-1, EMBED_DIM))
+    vec = _l2(np.asarray(protos["vectors"], dtype=np.float64).reshape(-1, EMBED_DIM))
+    return t @ vec.T
+
+
+def name_probabilities(sim: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax over prototypes of ``sim / temperature``: ``(N, n)`` cosines -> ``(N, n)``
+    probabilities (rows sum to 1)."""
+    z = np.asarray(sim, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+TEMPERATURE_BOUNDS: tuple[float, float] = (1e-3, 10.0)
+"""Search interval of :func:`fit_temperature` (cosines lie in [-1, 1]: 1e-3 is nearly argmax,
+10 nearly uniform)."""
+
+
+def fit_temperature(sim: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature minimising the mean negative log-likelihood of the true prototypes.
+
+    Args:
+        sim: ``(N, n)`` cosine similarities of ``N`` validation slots to the ``n`` prototypes.
+        labels: ``(N,)`` index of each slot's true prototype; ``-1`` (an instrument without a
+            prototype) rows do not enter the fit.
+
+    Raises :class:`ValueError` when no row has a prototype label.
+    """
+    from scipy.optimize import minimize_scalar
+
+    sim = np.asarray(sim, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    keep = labels >= 0
+    if not keep.any():
+        raise ValueError("fit_temperature: no slot whose instrument has a prototype")
+    s, y = sim[keep], labels[keep]
+
+    def nll(log_tau: float) -> float:
+        z = s / np.exp(log_tau)
+        zmax = z.max(axis=1)
+        lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
+        return float(np.mean(lse - z[np.arange(len(y)), y]))
+
+    lo, hi = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def tune_min_confidence(confidence: np.ndarray, right: np.ndarray) -> float:
+    """Confidence cut maximising (right names - wrong names) when slots below it are unknown.
+
+    ``confidence`` ``(N,)`` of the best prototype, ``right`` ``(N,)`` bool (the best prototype is
+    the true instrument). A slot is named where ``confidence >= cut``. Of equal optima the
+    lowest cut wins (more names); where no cut gains anything (no right name, or wrong names
+    everywhere) the cut lies just above the highest confidence (every slot unknown).
+    """
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    ok = np.asarray(right, dtype=bool).reshape(-1)
+    if conf.shape != ok.shape or conf.size == 0:
+        raise ValueError(f"tune_min_confidence: {conf.size} confidences and {ok.size} labels "
+                         "(need equal, non-zero numbers)")
+    order = np.argsort(-conf, kind="stable")
+    c = conf[order]
+    gain = np.cumsum(np.where(ok[order], 1.0, -1.0))
+    ends = np.r_[c[1:] < c[:-1], True]  # last slot of each group of equal confidences
+    cand_gain, cand_cut = gain[ends], c[ends]
+    best = int(np.flatnonzero(cand_gain == cand_gain.max())[-1])
+    if cand_gain[best] <= 0:
+        return float(min(1.0, np.nextafter(c[0], np.inf)))
+    return float(cand_cut[best])
+
+
+def calibrate(protos: Mapping[str, Any], sim: np.ndarray, labels: Sequence[str],
+              source: str = "") -> dict[str, Any]:
+    """``protos`` with a ``"calibration"`` entry fitted on validation slots.
+
+    Args:
+        protos: prototypes (:func:`prototypes_from_embeddings`).
+        sim: ``(N, n)`` cosine similarities of ``N`` validation slots (matched to a stem) to the
+            prototypes (:func:`similarities`).
+        labels: ``(N,)`` the stems' instrument labels (names without a prototype count as wrong
+            whatever the slot is named, and do not enter the temperature fit).
+        source: what the slots come from (stored).
+
+    Returns:
+        A copy of ``protos`` whose ``"calibration"`` holds ``temperature``
+        (:func:`fit_temperature`), ``min_confidence`` (:func:`tune_min_confidence`), ``n_slots``,
+        ``n_unseen`` (labels without a prototype), ``accuracy`` (best prototype right, all slots),
+        ``named_accuracy`` and ``unknown_rate`` at the cut, and ``source``.
+    """
+    p = check_prototypes(protos)
+    names = p["names"]
+    sim = np.asarray(sim, dtype=np.float64).reshape(-1, len(names))
+    if len(labels) != len(sim):
+        raise ValueError(f"calibrate: {len(sim)} slots but {len(labels)} labels")
+    if len(sim) == 0:
+        raise ValueError("calibrate: no validation slot to calibrate the names on")
+    idx = np.array([names.index(str(lab)) if str(lab) in names else -1 for lab in labels])
+    tau = fit_temperature(sim, idx)
+    prob = name_probabilities(sim, tau)
+    best = prob.argmax(axis=1)
+    conf = prob[np.arange(len(best)), best]
+    right = best == idx
+    cut = tune_min_confidence(conf, right)
+    named = conf >= cut
+    p[CALIBRATION_KEY] = {
+        "temperature": tau, "min_confidence": cut, "n_slots": int(len(sim)),
+        "n_unseen": int((idx < 0).sum()), "accuracy": float(right.mean()),
+        "named_accuracy": float(right[named].mean()) if named.any() else None,
+        "unknown_rate": float(1.0 - named.mean()), "source": str(source),
+    }
+    return p
+
+
+def score_slots(timbre: np.ndarray, protos: Mapping[str, Any],
+                min_similarity: float = DEFAULT_MIN_SIMILARITY) -> list[SlotName]:
+    """:class:`SlotName` per slot embedding ``timbre`` ``(K, 128)``
+    (:func:`names_from_similarities` of their :func:`similarities`)."""
+    t = np.asarray(timbre, dtype=np.float64).reshape(-1, EMBED_DIM)
+    if not list(protos["names"]):
+        return [SlotName(UNKNOWN, float("nan"), None, UNKNOWN)] * len(t)
+    return names_from_similarities(similarities(t, protos), protos, min_similarity)
+
+
+def names_from_similarities(sim: np.ndarray, protos: Mapping[str, Any],
+                            min_similarity: float = DEFAULT_MIN_SIMILARITY) -> list[SlotName]:
+    """:class:`SlotName` per row of ``sim`` ``(K, n)`` (cosines to the ``n`` prototypes).
+
+    Each slot gets the prototype of highest cosine similarity. It is :data:`UNKNOWN` when that
+    similarity is below ``min_similarity`` or, for calibrated prototypes (``"calibration"``), when
+    its confidence (:func:`name_probabilities` at the stored temperature) is below the stored
+    ``min_confidence``. Several slots may get the same instrument (two violins in a quartet).
+    """
+    names = list(protos["names"])
+    sim = np.asarray(sim, dtype=np.float64).reshape(-1, len(names))
+    best = sim.argmax(axis=1)
+    cal = protos.get(CALIBRATION_KEY)
+    conf: np.ndarray | None = None
+    cut = 0.0
+    if cal is not None:
+        cal = check_calibration(cal)
+        prob = name_probabilities(sim, cal["temperature"])
+        conf, cut = prob[np.arange(len(best)), best], cal["min_confidence"]
+    out = []
+    for k, j in enumerate(best):
+        s = float(sim[k, j])
+        c = None if conf is None else float(conf[k])
+        ok = s >= min_similarity and (c is None or c >= cut)
+        out.append(SlotName(str(names[j]) if ok else UNKNOWN, s, c, str(names[j])))
+    return out
 
 
 def name_slots(timbre: np.ndarray, protos: Mapping[str, Any],
                min_similarity: float = DEFAULT_MIN_SIMILARITY) -> list[tuple[str, float]]:
-    """``(instrument, cosine similarity)`` per slot embedding ``timbre`` ``(K, 128)``.
-
-    Each slot gets the prototype of highest cosine similarity; a slot whose best similarity is
-    below ``min_similarity`` is :data:`UNKNOWN` (its similarity is still reported). Several slots
-    may get the same instrument (two violins in a quartet).
-    """
-    t = _l2(np.asarray(timbre, dtype=np.float64).reshape(-1, EMBED_DIM))
-    vec = _l2(np.asarray(protos["vectors"], dtype=np.float64))
-    if vec.size == 0:
-        return [(UNKNOWN, float("nan"))] * len(t)
-    sim = t @ vec.T  # (K, n)
-    best = sim.argmax(axis=1)
-    out = []
-    for k, j in enumerate(best):
-        s = float(sim[k, j])
-        out.append((str(protos["names"][j]) if s >= min_similarity else UNKNOWN, s))
-    return out
+    """``(instrument, cosine similarity)`` per slot embedding ``timbre`` ``(K, 128)``: the first
+    two fields of :func:`score_slots` (a slot below ``min_similarity`` or, with calibration,
+    below the tuned confidence is :data:`UNKNOWN`; its similarity is still reported)."""
+    return [(n.instrument, n.similarity) for n in score_slots(timbre, protos, min_similarity)]
 
 
 def family_of(name: str, protos: Mapping[str, Any] | None = None) -> str:
@@ -187,6 +379,8 @@ def unique_track_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-__all__ = ["DEFAULT_MIN_SIMILARITY", "EXTRA_PROGRAMS", "PROTOTYPE_KEYS", "UNKNOWN",
-           "check_prototypes", "family_of", "gm_program", "name_slots",
-           "prototypes_from_embeddings", "unique_track_names"]
+__all__ = ["CALIBRATION_KEY", "DEFAULT_MIN_SIMILARITY", "EXTRA_PROGRAMS", "PROTOTYPE_KEYS",
+           "TEMPERATURE_BOUNDS", "UNKNOWN", "SlotName", "calibrate", "check_calibration",
+           "check_prototypes", "family_of", "fit_temperature", "gm_program", "name_probabilities",
+           "name_slots", "names_from_similarities", "prototypes_from_embeddings", "score_slots", "similarities",
+           "tune_min_confidence", "unique_track_names"]

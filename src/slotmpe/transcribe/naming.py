@@ -6,7 +6,10 @@ prototypes of its training run (:mod:`slotmpe.instruments`; ``extra["instrument_
 ``model.pt``, ``instrument_prototypes`` of the ONNX metadata). Each slot track gets the instrument of
 the prototype nearest (cosine) to the slot's timbre embedding, the similarity, and the instrument's
 General MIDI program; a slot less similar than ``min_similarity`` to every prototype is
-``"slot k (unknown)"``. The fixed-order family model 1b names its slots by family. The family
+``"slot k (unknown)"``. Prototypes calibrated on validation (issue 29, their ``"calibration"``
+entry) also give each slot the name's confidence (``Track.name_confidence``, the temperature-scaled
+softmax over the prototypes) and make a slot below the tuned ``min_confidence`` ``"slot k
+(unknown)"`` too (:func:`slotmpe.instruments.score_slots`). The fixed-order family model 1b names its slots by family. The family
 model 1c (Hungarian-matched, no timbre head) has no per-slot evidence of its family at inference,
 so its slots stay ``"slot k"``.
 """
@@ -53,19 +56,21 @@ def filter_frequency(tracks: Sequence[Track], minimum_hz: float | None,
 
 def _slot_names(slot_tracks: Sequence[Track], probs: Mapping[str, np.ndarray], exp: Any,
                 meta: Mapping[str, Any], min_similarity: float
-                ) -> dict[int, tuple[str, float | None]]:
-    """``{slot: (instrument or family, similarity)}`` of the slots the model can name."""
-    from slotmpe.instruments import name_slots
+                ) -> dict[int, tuple[str, float | None, float | None]]:
+    """``{slot: (instrument or family, similarity, name confidence)}`` of the slots the model can
+    name."""
+    from slotmpe.instruments import score_slots
 
     protos = prototypes_of(meta)
     timbre = probs.get("timbre")
     ks = [int(tr.slot) for tr in slot_tracks]
     if protos is not None and timbre is not None:
         emb = np.asarray(timbre)[[k - 1 for k in ks]]
-        named = name_slots(emb, protos, min_similarity)
-        return {k: (n, s) for k, (n, s) in zip(ks, named, strict=True)}
+        named = score_slots(emb, protos, min_similarity)
+        return {k: (n.instrument, n.similarity, n.confidence)
+                for k, n in zip(ks, named, strict=True)}
     if getattr(exp, "matching", None) == "fixed" and getattr(exp, "task", None) == "family":
-        return {k: (FAMILIES[k - 1], None) for k in ks if k <= len(FAMILIES)}
+        return {k: (FAMILIES[k - 1], None, None) for k in ks if k <= len(FAMILIES)}
     return {}
 
 
@@ -80,20 +85,20 @@ def name_tracks(tracks: Sequence[Track], probs: Mapping[str, np.ndarray], exp: A
     if not options.name_instruments or not slot_tracks:
         return list(tracks)
     named = _slot_names(slot_tracks, probs, exp, meta, options.min_similarity)
-    known = [k for k, (n, _) in named.items() if n != UNKNOWN]
+    known = [k for k, (n, _, _) in named.items() if n != UNKNOWN]
     unique = dict(zip(known, unique_track_names([named[k][0] for k in known]), strict=True))
     out = []
     for tr in tracks:
         if tr.slot == MIX or int(tr.slot) not in named:
             out.append(tr)
             continue
-        inst, sim = named[int(tr.slot)]
+        inst, sim, conf = named[int(tr.slot)]
         if inst == UNKNOWN:
             out.append(replace(tr, name=f"slot {tr.slot} ({UNKNOWN})", instrument=UNKNOWN,
-                               similarity=sim, program=0))
+                               similarity=sim, program=0, name_confidence=conf))
         else:
             out.append(replace(tr, name=unique[int(tr.slot)], instrument=inst, similarity=sim,
-                               program=gm_program(inst)))
+                               program=gm_program(inst), name_confidence=conf))
     return out
 
 

@@ -52,7 +52,9 @@ class Track:
 
     ``instrument``/``similarity``/``program``: the slot's named instrument (or family), its cosine
     similarity to that instrument's prototype and its General MIDI program
-    (:mod:`slotmpe.instruments`, set by :func:`slotmpe.transcribe.core.name_tracks`).
+    (:mod:`slotmpe.instruments`, set by :func:`slotmpe.transcribe.core.name_tracks`);
+    ``name_confidence`` the calibrated probability of the nearest instrument (``None`` for a model
+    whose prototypes carry no calibration).
     """
 
     slot: int | str
@@ -61,6 +63,7 @@ class Track:
     instrument: str = ""
     similarity: float | None = None
     program: int = 0
+    name_confidence: float | None = None
 
 
 

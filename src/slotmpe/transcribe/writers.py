@@ -9,10 +9,12 @@ are ``"slot 1"`` .. ``"slot K"`` (1-based slot index of the model) with program 
 track (program 0) holds the mixture-branch notes; it doubles the slot tracks' notes, so mute it
 when listening to the separated parts.
 
-CSV columns: ``slot, onset_s, offset_s, midi, confidence, instrument, similarity``; ``slot`` is the
-1-based slot number or the string ``"mix"`` for mixture notes; ``instrument`` the track's named
-instrument (or family; empty when the model names none) and ``similarity`` its cosine similarity
-(empty when there is none). Rows are ordered by track (slots, then mixture), onset, then pitch.
+CSV columns: ``slot, onset_s, offset_s, midi, confidence, instrument, similarity,
+name_confidence``; ``slot`` is the 1-based slot number or the string ``"mix"`` for mixture notes;
+``instrument`` the track's named instrument (or family; empty when the model names none; ``unknown``
+below the model's tuned cut-off), ``similarity`` its cosine similarity and ``name_confidence`` the
+calibrated probability of the nearest instrument (:func:`slotmpe.instruments.score_slots`; each
+empty when there is none). Rows are ordered by track (slots, then mixture), onset, then pitch.
 
 PNG: the piano roll drawn straight into an RGB array (no figure machinery; ~50x faster than
 matplotlib for 60 s): one row of :data:`PNG_ROW_PX` pixels or more per MIDI pitch (high pitches at
@@ -47,7 +49,7 @@ MIDI_RESOLUTION: int = 1000  # ticks per beat
 MIDI_TEMPO: float = 120.0  # bpm; with MIDI_RESOLUTION one tick is 0.5 ms
 DEFAULT_PROGRAM: int = 0  # General MIDI Acoustic Grand Piano: unnamed tracks and the mixture
 CSV_COLUMNS: tuple[str, ...] = ("slot", "onset_s", "offset_s", "midi", "confidence", "instrument",
-                                "similarity")
+                                "similarity", "name_confidence")
 PNG_ROW_PX: int = 6  # least pixel rows per pitch
 PNG_LANE_PX: int = 2  # pixel rows per slot track inside a pitch row
 PNG_PX_PER_S: float = 50.0
@@ -93,9 +95,10 @@ def write_notes_csv(path: str | os.PathLike[str], tracks: Sequence[Track]) -> Pa
         w.writerow(CSV_COLUMNS)
         for tr in tracks:
             sim = "" if tr.similarity is None else f"{tr.similarity:.4f}"
+            conf = "" if tr.name_confidence is None else f"{tr.name_confidence:.4f}"
             for n in tr.notes:
                 w.writerow([n.slot, f"{n.onset_s:.3f}", f"{n.offset_s:.3f}", n.midi,
-                            f"{n.confidence:.4f}", tr.instrument, sim])
+                            f"{n.confidence:.4f}", tr.instrument, sim, conf])
     return out
 
 

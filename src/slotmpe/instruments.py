@@ -250,8 +250,10 @@ def tune_min_confidence(confidence: np.ndarray, right: np.ndarray) -> float:
 
     ``confidence`` ``(N,)`` of the best prototype, ``right`` ``(N,)`` bool (the best prototype is
     the true instrument). A slot is named where ``confidence >= cut``. Of equal optima the
-    lowest cut wins (more names); where no cut gains anything (no right name, or wrong names
-    everywhere) the cut lies just above the highest confidence (every slot unknown).
+    lowest cut wins (more names), and the cut lies midway between the lowest named confidence and
+    the highest unnamed one (not on a validation slot, so that a test slot just below the last
+    named validation slot is still named); where no cut gains anything (no right name, or wrong
+    names everywhere) it lies just above the highest confidence (every slot unknown).
     """
     conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
     ok = np.asarray(right, dtype=bool).reshape(-1)
@@ -266,6 +268,8 @@ def tune_min_confidence(confidence: np.ndarray, right: np.ndarray) -> float:
     best = int(np.flatnonzero(cand_gain == cand_gain.max())[-1])
     if cand_gain[best] <= 0:
         return float(min(1.0, np.nextafter(c[0], np.inf)))
+    if best + 1 < len(cand_cut):  # the next lower confidence is left unknown
+        return float(0.5 * (cand_cut[best] + cand_cut[best + 1]))
     return float(cand_cut[best])
 
 

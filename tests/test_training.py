@@ -444,3 +444,32 @@ def test_deterministic_mode_sets_and_restores(monkeypatch: pytest.MonkeyPatch) -
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == tf32
     with tr.deterministic_mode("cuda", enabled=False):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.benchmark
+
+
+def test_interim_checks_change_nothing_but_the_checks_log(cache: Path, tmp_path: Path) -> None:
+    """Validating 3 times an epoch (issue 27: every quarter pass) leaves the trained weights and
+    train_log.csv as they are, and writes every check to train_checks.csv."""
+    a = tr.train_experiment("1c", cache, tmp_path / "one", _cfg(max_epochs=2, windows_per_epoch=6))
+    b = tr.train_experiment("1c", cache, tmp_path / "three",
+                            _cfg(max_epochs=2, windows_per_epoch=6, checks_per_epoch=3))
+    assert _same(_weights(a), _weights(b))
+    la, lb = (pd.read_csv(p.parent / tr.LOG_NAME) for p in (a, b))
+    cols = [c for c in la.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(la[cols], lb[cols])
+    assert not (tmp_path / "one" / tr.CHECKS_NAME).exists()
+    checks = pd.read_csv(tmp_path / "three" / tr.CHECKS_NAME)
+    # 6 windows / batch 2 = 3 batches an epoch: checks after batch 1, 2 and at the epoch's end
+    assert checks["epoch"].round(3).tolist() == [round(v, 3) for v in (1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2)]
+    assert checks["interim"].tolist() == [1, 1, 0, 1, 1, 0]
+    ends = checks[checks["interim"] == 0].reset_index(drop=True)
+    assert np.allclose(ends["val_pitch"], la["val_pitch"])
+    assert np.isfinite(checks["val_pitch"]).all()
+
+
+def test_windows_per_epoch_pass() -> None:
+    assert tr.TrainConfig(windows_per_epoch="pass").windows_per_epoch is None
+    with pytest.raises(ValueError, match="windows_per_epoch"):
+        tr.TrainConfig(windows_per_epoch="half")
+    with pytest.raises(ValueError, match="checks_per_epoch"):
+        tr.TrainConfig(checks_per_epoch=0)
+    assert tr.TrainConfig().precision == "fp32"

@@ -49,7 +49,7 @@ class TimbreConfig:
     progress: bool = True  # tqdm progress bars
     model: dict[str, Any] = field(default_factory=dict)  # TimbreEncoder kwargs overrides
     channels_last: bool = True  # channels-last convolutions in training (same result, faster)
-    precision: str = "auto"  # auto | fp32 | bf16 autocast of training steps (slotmpe.precision)
+    precision: str = "fp32"  # fp32 | bf16 | auto autocast of training steps (slotmpe.precision)
 
     def __post_init__(self) -> None:
         if self.views < 2:

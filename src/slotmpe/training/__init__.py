@@ -48,7 +48,7 @@ Decisions (where the paper is silent):
   turns TF32 and cuDNN benchmarking off; ``deterministic: false`` turns them on.
 """
 
-from slotmpe.training.checkpoint import CHECKPOINT_NAME, LOG_NAME, MODEL_NAME
+from slotmpe.training.checkpoint import CHECKPOINT_NAME, CHECKS_NAME, LOG_NAME, MODEL_NAME
 from slotmpe.training.config import TrainConfig
 from slotmpe.training.data import load_embeddings_table, make_datasets
 from slotmpe.training.determinism import CUBLAS_WORKSPACE, deterministic_mode
@@ -65,7 +65,7 @@ from slotmpe.training.steps import (
 )
 
 __all__ = [
-    "CHECKPOINT_NAME", "CUBLAS_WORKSPACE", "LOG_NAME", "MODEL_NAME", "TrainConfig", "batch_to",
+    "CHECKPOINT_NAME", "CHECKS_NAME", "CUBLAS_WORKSPACE", "LOG_NAME", "MODEL_NAME", "TrainConfig", "batch_to",
     "deterministic_mode", "evaluate_losses", "forward_losses", "load_embeddings_table",
     "logged_columns", "make_datasets", "make_optimizer", "pitch_terms", "train_experiment",
     "train_one_epoch", "train_step",

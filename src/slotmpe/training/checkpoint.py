@@ -19,6 +19,8 @@ from slotmpe.utils import atomic_path
 CHECKPOINT_NAME = "checkpoint_last.pt"
 MODEL_NAME = "model.pt"
 LOG_NAME = "train_log.csv"
+CHECKS_NAME = "train_checks.csv"
+"""Every validation check of a run (``checks_per_epoch`` a training epoch), ``epoch`` fractional."""
 _CKPT_VERSION = 2
 
 

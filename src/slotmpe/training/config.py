@@ -23,8 +23,13 @@ class TrainConfig:
         plateau_patience: ReduceLROnPlateau patience in epochs (2, see the module docstring).
         min_lr: lower bound of the learning rate.
         window: window length in frames (paper: 23).
-        windows_per_epoch: training windows per epoch; ``None`` = the dataset's full pass.
+        windows_per_epoch: training windows per epoch; ``None`` or ``"pass"`` = the dataset's full
+            pass (random windows, as many as the training split holds).
         val_windows: validation windows (evenly thinned, fixed); ``None`` = all.
+        checks_per_epoch: validations per epoch (>= 1). The last one, at the epoch's end, drives
+            early stopping, the learning-rate plateau and ``model.pt``; the others only add rows
+            to ``train_log.csv`` (``epoch`` fractional, ``interim`` 1), so one run also shows
+            what a shorter epoch would have kept. They change nothing in the training itself.
         num_workers: DataLoader worker processes (0 = load in the main process).
         seed: seed of initialisation, sampling and dropout.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None``/``"auto"`` = CUDA when available.
@@ -42,8 +47,9 @@ class TrainConfig:
             selection metric).
         grad_clip: clip the global gradient norm to this value (``None`` = no clipping).
         channels_last: run the model in channels-last memory format.
-        precision: ``"auto"`` (bf16 autocast on CUDA and on CPUs with AMX / AVX-512 BF16, else
-            float32), ``"fp32"`` or ``"bf16"`` (:mod:`slotmpe.precision`); the losses are always
+        precision: ``"fp32"`` (default: the same training on every CPU kind, so seeds run on
+            different machines compare), ``"bf16"`` or ``"auto"`` (bf16 autocast on CUDA and on
+            CPUs with AMX / AVX-512 BF16, else float32) (:mod:`slotmpe.precision`); the losses are always
             computed in float32.
         compile: wrap the model in ``torch.compile`` (see the module docstring for its cost).
         deterministic: deterministic algorithms during the run; on CUDA also
@@ -63,8 +69,9 @@ class TrainConfig:
     plateau_patience: int = 2
     min_lr: float = 1e-6
     window: int = WINDOW_FRAMES
-    windows_per_epoch: int | None = None
+    windows_per_epoch: int | str | None = None
     val_windows: int | None = None
+    checks_per_epoch: int = 1
     num_workers: int = 0
     seed: int = 0
     device: str | None = None
@@ -76,7 +83,7 @@ class TrainConfig:
     plateau_metric: str | None = None
     grad_clip: float | None = 1.0
     channels_last: bool = True
-    precision: str = "auto"
+    precision: str = "fp32"
     compile: bool = False
     deterministic: bool = True
     keep_checkpoint: bool = False
@@ -93,6 +100,13 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1); got {self.plateau_factor}")
+        if self.windows_per_epoch == "pass":
+            self.windows_per_epoch = None
+        if isinstance(self.windows_per_epoch, str):
+            raise ValueError(
+                f"windows_per_epoch must be an integer >= 1, 'pass' or None; got {self.windows_per_epoch!r}")
+        if self.checks_per_epoch < 1:
+            raise ValueError(f"checks_per_epoch must be >= 1; got {self.checks_per_epoch}")
         for name in ("windows_per_epoch", "val_windows"):
             v = getattr(self, name)
             if v is not None and v < 1:

@@ -18,6 +18,7 @@ from slotmpe.remix import experiment_datasets
 from slotmpe.training.checkpoint import (
     _CKPT_VERSION,
     CHECKPOINT_NAME,
+    CHECKS_NAME,
     LOG_NAME,
     MODEL_NAME,
     _identity,
@@ -49,7 +50,9 @@ def train_experiment(
     Writes ``out_dir/model.pt`` (best epoch by ``cfg.selection_metric`` on the validation windows;
     ``extra`` holds the experiment, dataset, seed, best epoch, its validation losses and the config)
     and ``out_dir/train_log.csv`` (``epoch``, ``train_<term>``, ``val_<term>`` for every logged term
-    and ``total``, ``lr``, ``seconds``). Resumes from ``out_dir/checkpoint_last.pt`` when present.
+    and ``total``, ``lr``, ``seconds``). With ``cfg.checks_per_epoch`` > 1 it also writes
+    ``out_dir/train_checks.csv``: one row per validation check (the same columns, ``epoch``
+    fractional, ``interim`` 1 for checks inside an epoch). Resumes from ``out_dir/checkpoint_last.pt`` when present.
 
     Args:
         exp_name: "1a".."3c".
@@ -114,7 +117,7 @@ def train_experiment(
                  cfg.num_workers, n_params, len(train_ds), len(val_ds),
                  {t: weights[t] for t in terms}, cfg.selection_metric, plateau_metric)
 
-        start_epoch, rows = 0, []
+        start_epoch, rows, checks = 0, [], []
         best: dict[str, Any] = {"value": math.inf, "epoch": 0, "bad_epochs": 0,
                                 "state": None, "val": {}}
         finished = False
@@ -124,6 +127,7 @@ def train_experiment(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             best, rows, start_epoch = state["best"], state["log"], int(state["epoch"])
+            checks = list(state.get("checks", []))
             finished = bool(state["finished"])
             _set_rng_state(state["rng"])
             log.info("resuming %s from %s after epoch %d", exp.name, ckpt_path, start_epoch)
@@ -141,8 +145,22 @@ def train_experiment(
                 if hasattr(train_ds, "set_epoch"):
                     train_ds.set_epoch(epoch)
                 loader = _epoch_loader(train_ds, cfg, epoch, shuffle=True, pin=pin)
+                n_batches = len(loader)
+                interim = {round(j * n_batches / cfg.checks_per_epoch)
+                           for j in range(1, cfg.checks_per_epoch)} - {0, n_batches}
+
+                def check(done: int, tr_means: dict[str, float], _e: int = epoch,
+                          _t0: float = t0, _lr: float = lr, _nb: int = n_batches) -> None:
+                    """An interim validation: logged in train_checks.csv, decides nothing."""
+                    va_i = evaluate_losses(step_model, val_loader, exp, weights, cfg, device,
+                                           precision)
+                    checks.append({"epoch": _e + done / _nb, "interim": 1,
+                                   **{f"train_{k}": v for k, v in tr_means.items()},
+                                   **{f"val_{k}": v for k, v in va_i.items()},
+                                   "lr": _lr, "seconds": time.perf_counter() - _t0})
+
                 tr = train_one_epoch(step_model, loader, exp, weights, optimizer, cfg, device,
-                                     precision)
+                                     precision, interim=interim, on_interim=check)
                 va = evaluate_losses(step_model, val_loader, exp, weights, cfg, device, precision)
                 if not math.isfinite(va["total"]):
                     raise FloatingPointError(f"non-finite validation loss in epoch {epoch + 1}: {va}")
@@ -161,13 +179,17 @@ def train_experiment(
                 row.update({"lr": lr, "seconds": time.perf_counter() - t0,
                             "precision": precision, "cpu": cpu})
                 rows.append(row)
+                checks.append({**{k: v for k, v in row.items() if k not in ("precision", "cpu")},
+                               "interim": 0})
                 finished = epoch >= cfg.max_epochs or best["bad_epochs"] >= cfg.patience
                 _save_last(ckpt_path, {
                     "version": _CKPT_VERSION, "identity": identity, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "best": best, "log": rows,
-                    "rng": _rng_state(), "finished": finished,
+                    "rng": _rng_state(), "finished": finished, "checks": checks,
                 })
+                if cfg.checks_per_epoch > 1:
+                    _write_log(out_dir / CHECKS_NAME, checks)
                 log.info("epoch %d/%d  train %.4f  val %.4f  (%s %.4f, best epoch %d)  lr %.2e  %.1fs",
                          epoch, cfg.max_epochs, tr["total"], va["total"], cfg.selection_metric,
                          sel, best["epoch"], lr, row["seconds"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -129,18 +129,26 @@ def train_one_epoch(
     cfg: TrainConfig,
     device: torch.device,
     precision: str = "fp32",
+    interim: Collection[int] = (),
+    on_interim: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the window-weighted mean of every
-    :func:`logged_columns` entry (logged terms, ``pitch``, ``total``)."""
+    :func:`logged_columns` entry (logged terms, ``pitch``, ``total``).
+
+    ``on_interim(batches_done, train_means)`` is called after each batch count in ``interim``
+    (e.g. a validation every quarter of the epoch) with the running means of the epoch so far; it
+    must leave the model's parameters and the optimiser alone (the loop validates there)."""
     keys = logged_columns(exp)
     acc, n = None, 0
-    for batch in loader:
+    for i, batch in enumerate(loader, start=1):
         b = batch_to(batch, device, cfg.channels_last)
         losses = train_step(model, b, exp, weights, optimizer, cfg.timbre_match_weight,
                             cfg.grad_clip, precision, cfg.activity_match_weight)
         losses = _with_pitch(losses, exp)
         bs = int(b["x"].shape[0])
         acc, n = _accumulate(acc, losses, keys, bs), n + bs
+        if on_interim is not None and i in interim:
+            on_interim(i, dict(zip(keys, (acc / n).tolist(), strict=True)))
     if acc is None:
         raise RuntimeError("the training loader yielded no batch")
     return dict(zip(keys, (acc / n).tolist(), strict=True))

@@ -158,13 +158,25 @@ def train_model(
     settings: Mapping[str, Any],
     threads: int,
 ) -> Path:
-    """Train one slot model; writes ``model.pt`` and ``train_log.csv`` beside it."""
+    """Train one slot model; writes ``model.pt`` and ``train_log.csv`` beside it. Models with a
+    timbre head get their instrument names calibrated on the validation split
+    (:func:`slotmpe.name_calibration.calibrate_checkpoint`)."""
+    from slotmpe.experiments import get_experiment
     from slotmpe.training import TrainConfig, train_experiment
 
     cfg = settings_to(TrainConfig, settings, seed=seed, threads=set_threads(threads))
     log.info("training %s on %s (seed %d)", exp, dataset, seed)
     out = train_experiment(exp, index_path.parent, model_path.parent, cfg,
                            embeddings_path=embeddings_path, dataset=dataset)
+    if embeddings_path is not None and get_experiment(exp).timbre_head:
+        # instrument names: temperature and "unknown" cut fitted on the validation split
+        from slotmpe.name_calibration import calibrate_checkpoint
+
+        try:
+            cal = calibrate_checkpoint(out, index_path.parent, split="val")
+            log.info("instrument names of %s calibrated on val: %s", out, cal)
+        except ValueError as e:  # no matched slot on val (tiny data): names stay uncalibrated
+            log.warning("instrument names of %s not calibrated: %s", out, e)
     return Path(out)
 
 

@@ -11,7 +11,11 @@ from typing import Any
 
 import torch
 
-from slotmpe.experiments import default_loss_weights, get_experiment
+from slotmpe.experiments import (
+    default_loss_weights,
+    get_experiment,
+    resolve_activity_match_weight,
+)
 from slotmpe.losses import logged_terms
 from slotmpe.precision import cpu_info, cpu_summary, resolve_precision
 from slotmpe.remix import experiment_datasets
@@ -209,6 +213,7 @@ def train_experiment(
         "train_config": copy.deepcopy(dataclasses.asdict(cfg)), "loss_weights": weights,
         "device": str(device), "threads": threads, "precision": precision, "cpu": cpu_info(),
         "plateau_metric": plateau_metric,
+        "activity_match_weight": resolve_activity_match_weight(exp, cfg.activity_match_weight),
     }
     if embeddings_path is not None and exp.timbre_head:
         # per-instrument prototypes of the training stems: `transcribe` names slots with them

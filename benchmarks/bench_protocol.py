@@ -28,6 +28,10 @@ Usage (inputs from the workflow: ``snakemake --cores 2 data/chamber/features/ind
         --out benchmarks/out/protocol --exps 3c 2b
     python benchmarks/bench_protocol.py --summary --out benchmarks/out/protocol
 
+``--reading quarter`` runs the lower reading instead (an epoch is a quarter pass, one check an
+epoch, patience 6 then 12, under ``<out>/<dataset>/<exp>-quarter/``): with the upper reading's
+``p6``/``p12`` it tells the cheapest budget at which twice the patience gains < 1 point.
+
 A killed run resumes from its checkpoint (finished stages are skipped). Each finished stage
 writes ``<out>/<dataset>/<exp>/<stage>/result.json``; ``--summary`` collects them into
 ``protocol.csv`` and prints one line per run.
@@ -107,23 +111,41 @@ def run_timbre(dataset: str, features: Path, out: Path, threads: int, seed: int)
     return emb
 
 
+def quarter_pass(features: Path) -> int:
+    """Training windows of a quarter pass over ``features``' training split (rounded up)."""
+    from slotmpe.constants import WINDOW_FRAMES
+    from slotmpe.data import WindowDataset
+
+    n = len(WindowDataset(features, "train", train=True, window=WINDOW_FRAMES))
+    return max(1, -(-n // 4))
+
+
 def run_stage(exp: str, stage: str, dataset: str, features: Path, emb: Path | None, out: Path,
-              threads: int, seed: int) -> dict[str, Any]:
-    """Train ``exp`` to the stage's patience (resuming), copy and score the kept model on val."""
-    run_dir = out / dataset / exp / "run"
-    sdir = out / dataset / exp / stage
+              threads: int, seed: int, reading: str = "pass") -> dict[str, Any]:
+    """Train ``exp`` to the stage's patience (resuming), copy and score the kept model on val.
+
+    ``reading``: ``"pass"`` (the protocol above) or ``"quarter"`` (epochs of a quarter pass, one
+    check an epoch, folder ``<exp>-quarter``)."""
+    proto = dict(PROTOCOL)
+    name = exp
+    if reading == "quarter":
+        proto.update(windows_per_epoch=quarter_pass(features), checks_per_epoch=1)
+        name = f"{exp}-quarter"
+    run_dir = out / dataset / name / "run"
+    sdir = out / dataset / name / stage
     done = sdir / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = TrainConfig(**PROTOCOL, patience=STAGES[stage], seed=seed, threads=threads)
+    cfg = TrainConfig(**proto, patience=STAGES[stage], seed=seed, threads=threads)
     if (run_dir / CHECKPOINT_NAME).exists():
         _reopen(run_dir / CHECKPOINT_NAME)
     t0, c0 = time.perf_counter(), time.process_time()
     train_experiment(exp, features, run_dir, cfg, embeddings_path=emb, dataset=dataset)
     cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - t0
     sdir.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_NAME, LOG_NAME, CHECKS_NAME):
-        shutil.copyfile(run_dir / name, sdir / name)
+    for fname in (MODEL_NAME, LOG_NAME, CHECKS_NAME):
+        if (run_dir / fname).is_file():
+            shutil.copyfile(run_dir / fname, sdir / fname)
     th = tune_thresholds(sdir / MODEL_NAME, features, sdir / "thresholds.json", device="cpu")
     log = pd.read_csv(sdir / LOG_NAME)
     extra = torch.load(sdir / MODEL_NAME, map_location="cpu", weights_only=False)["extra"]
@@ -132,8 +154,8 @@ def run_stage(exp: str, stage: str, dataset: str, features: Path, emb: Path | No
         "epochs": len(log), "best_epoch": int(extra["best_epoch"]),
         "val_pitch": float(extra["best_value"]),
         "val_slot_f1": th.get("val_f1_slots"), "val_mix_f1": th.get("val_f1_mix"),
-        "stage_cpu_s": round(cpu_s, 1), "stage_wall_s": round(wall_s, 1),
-        "windows_per_epoch": PROTOCOL["windows_per_epoch"], "cpu": cpu_summary(), "threads": threads, "seed": seed,
+        "stage_cpu_s": round(cpu_s, 1), "stage_wall_s": round(wall_s, 1), "reading": reading,
+        "windows_per_epoch": proto["windows_per_epoch"], "cpu": cpu_summary(), "threads": threads, "seed": seed,
     }
     _write_json(done, res)
     return res
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="embeddings.parquet for 2a-3c (default: the --timbre run's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reading", choices=("pass", "quarter"), default="pass",
+                   help="epoch = a pass (the curves) or a quarter pass (the cheaper reading)")
     p.add_argument("--summary", action="store_true", help="only collect the results")
     args = p.parse_args(argv)
     if args.summary:
@@ -182,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"{exp} needs timbre embeddings: run with --timbre first or pass --embeddings")
         for stage in STAGES:
             r = run_stage(exp, stage, args.dataset, args.features, e, args.out, args.threads,
-                          args.seed)
+                          args.seed, args.reading)
             print(json.dumps({k: r[k] for k in ("dataset", "exp", "stage", "epochs", "best_epoch",
                                                  "val_slot_f1", "val_mix_f1", "stage_cpu_s")}),
                   flush=True)

@@ -1,8 +1,40 @@
 """Benchmark of the training loops: windows/s of the slot model's full step (1a, 2b, 3c) and
 stems/s of the timbre encoder's step.
 
-For each experiment and each variant (``default``: the default :class:`TrainConfig`, i.e. what
-training does; ``fp32``: plain NCHW layout; optionally channels-last, bf16 autocast (``precision``; fast only with native bf16: CUDA, AMX, AVX-512 BF16),
+Measured (issue 27, step 1; 2026-12-06, AMD EPYC (Zen 5, family 26) [avx2 avx512f avx512_bf16],
+torch 2.14.1, fp32, one thread, batch 8, 23-frame windows, AdamW, channels-last; two one-thread
+training jobs and niced test runs shared the 2 cores, so absolute rates are low and only the
+interleaved ratios count). ``--threads 1 --exps --variants --timbre-steps 0 --exact-reps 8``,
+windows per CPU-second, best round (median of the per-round ratios):
+
+==========================  ==============  ==============  ==================================
+ISA                         2b before/after 3c before/after ratio 2b / 3c
+==========================  ==============  ==============  ==================================
+AVX-512 (native)            52.1 / 72.6     49.7 / 68.6     1.39x (1.38) / 1.38x (1.39)
+AVX2 (emulated, see below)  44.9 / 62.8     39.8 / 54.4     1.40x (1.41) / 1.37x (1.40)
+==========================  ==============  ==============  ==================================
+
+Other rounds under other loads gave 1.43-1.55x (2b) and 1.30-1.47x (3c). The gain is the factored
+token map (``slotmpe.models.token_map``; ``--ab-variants dense-tokens``, the current code with it
+off, runs at 1.00x); the decoder's ReLU in the convolutions' layout and its last 1x1 layer as a
+matrix-vector product are within the noise. ``torch.compile`` of the current model: 1.00x (one
+graph, no breaks; ~20 CPU-s to compile + warm up); the contiguous layout (``nchw``): 1.16-1.19x,
+i.e. channels-last stays faster on this CPU. **2x is not reached**; what holds it back, from
+``--profile 2b 3c`` (per-operator least self time over 6 profiled steps, 3c after, 113 ms):
+convolutions 54 ms (48 %: backward 32, forward 22; oneDNN AVX-512 kernels at ~110-150 GFLOP/s on
+8/16-channel maps, the decoder's two 3x3 layers over B*K = 64 slot maps and the trunk's 39x3
+layer the largest), linear layers (mm/addmm) 20 ms (18 %; the slot FFN 192-2576-192 three times
+per step is 12 ms of it: MKL runs at its AVX2 speed, ~104 GFLOP/s, on this AMD CPU, where
+oneDNN's ``_linear_pointwise`` reaches ~210), elementwise/reductions/copies 26 ms (23 %),
+token products 8 ms (7 %), normalisation 6 ms (5 %). 2x (before: ~161 ms per step) needs
+<= 80 ms: with the convolutions at 54 ms, everything else (59 ms now) would have to shrink to
+~26 ms, i.e. by 56 %; the convolutions alone are two thirds of that budget. Losses + Hungarian matching cost 1.5-1.7 ms per step
+and the data loader 0.7-0.9 ms per batch: neither is a bottleneck. The AVX2 rows: the same CPU
+with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (the kernels of an AVX2-only EPYC).
+
+What it measures. For each experiment and each variant (``default``: the default
+:class:`TrainConfig`, i.e. what training does; ``fp32``: plain NCHW layout; optionally
+channels-last, bf16 autocast (``precision``; fast only with native bf16: CUDA, AMX, AVX-512 BF16),
 torch.compile) it prints, at batch 8 and 23-frame windows:
 
 * ``data``: windows/s of the real :class:`slotmpe.data.WindowDataset` + DataLoader alone
@@ -16,17 +48,18 @@ torch.compile) it prints, at batch 8 and 23-frame windows:
 * ``timbre``: stems/s of :func:`slotmpe.timbre.train_step` (batch 32 stems x 4 views of 46 frames:
   augmentation, fast-HCQT, encoder + projection, multi-view loss, backward, AdamW).
 
-* ``exact``: the before/after ratio of the step rate for the exact speed-ups, measured in one
-  process on one model and batch, the configurations interleaved over ``--exact-reps``
-  repetitions of ``--exact-steps`` steps (step time by process CPU time on the CPU, by wall time
-  on CUDA; the ratio of the best repetitions, the least disturbed on a shared machine, and the
-  median of the per-repetition ratios), under the deterministic mode training runs in
-  (:func:`slotmpe.training.deterministic_mode`): (a) ``fused``: the token map's gradient in one
-  batched product (``SlotAttention.fused_token_grad``) against the plain autograd products,
-  (b) ``no-fill``: ``torch.utils.deterministic.fill_uninitialized_memory = False`` against
-  ``True`` (torch's default; with deterministic algorithms on, every ``torch.empty`` is filled
-  with NaN), (c) both together. Ratio > 1: faster. It also prints the largest relative difference
-  of the parameters after one step from the same state (before against both).
+* before/after (``--exact-exps``, ``--exact-reps``, ``--exact-steps``): the step rate of the model
+  code at ``--baseline-rev`` (default: before issue 27, imported from git beside the current
+  code, :func:`load_baseline`) against the current code and the ``--ab-variants``, in one process
+  from the same parameters and batch, interleaved over ``--exact-reps`` rounds of
+  ``--exact-steps`` steps, by process CPU time, fp32 under :func:`deterministic_mode`
+  (:func:`bench_ab`); the ratio of the best rounds (the least disturbed on a shared machine) and
+  the median of the per-round ratios, and the largest relative difference of the outputs and of
+  the gradients, after against before, from the same state.
+* ``--profile EXP ...``: where a step's CPU time goes, before and after (:func:`profile_step`).
+
+The CPU model and flags (:func:`slotmpe.precision.cpu_summary`) and the ATen kernel level are
+printed first; ``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA`` in the environment are echoed.
 
 ``--device cuda`` runs the same on the GPU (and stops with a clear message when none is present).
 
@@ -35,7 +68,8 @@ CONTRACTS keys) is written to a temporary folder, so the benchmark runs anywhere
 
 Usage: ``python benchmarks/bench_train.py [--exps 1a 2b 3c] [--threads 2] [--steps 6]
 [--variants fp32 bf16 channels_last compile] [--features data/chamber/features] [--workers 0]
-[--timbre-steps 3] [--device cpu|cuda] [--exact-exps 2b 3c] [--exact-reps 8] [--exact-steps 1]``
+[--timbre-steps 3] [--device cpu|cuda] [--exact-exps 2b 3c] [--exact-reps 8] [--exact-steps 1]
+[--baseline-rev REV] [--ab-variants compile nchw dense-tokens] [--profile 2b 3c]``
 """
 
 from __future__ import annotations

@@ -14,11 +14,13 @@ AVX-512 (native)            52.1 / 72.6     49.7 / 68.6     1.39x (1.38) / 1.38x
 AVX2 (emulated, see below)  44.9 / 62.8     39.8 / 54.4     1.40x (1.41) / 1.37x (1.40)
 ==========================  ==============  ==============  ==================================
 
-Other rounds under other loads gave 1.43-1.55x (2b) and 1.30-1.47x (3c). The gain is the factored
+Other runs under other loads gave 1.38-1.55x (2b) and 1.30-1.47x (3c); on the real chamber cache
+(``--features data/chamber/features``) 1.25x (median 1.30) and 1.42x (1.45). The gain is the factored
 token map (``slotmpe.models.token_map``; ``--ab-variants dense-tokens``, the current code with it
 off, runs at 1.00x); the decoder's ReLU in the convolutions' layout and its last 1x1 layer as a
-matrix-vector product are within the noise. ``torch.compile`` of the current model: 1.00x (one
-graph, no breaks; ~20 CPU-s to compile + warm up); the contiguous layout (``nchw``): 1.16-1.19x,
+matrix-vector product are within the noise. ``torch.compile`` of the current model: 1.00x on 2b
+and 3c (one graph, no breaks; 20 CPU-s of this process to compile and warm up, ~1 min wall with
+inductor's compile workers); the contiguous layout (``nchw``): 1.16-1.19x,
 i.e. channels-last stays faster on this CPU. **2x is not reached**; what holds it back, from
 ``--profile 2b 3c`` (per-operator least self time over 6 profiled steps, 3c after, 113 ms):
 convolutions 54 ms (48 %: backward 32, forward 22; oneDNN AVX-512 kernels at ~110-150 GFLOP/s on
@@ -29,7 +31,11 @@ oneDNN's ``_linear_pointwise`` reaches ~210), elementwise/reductions/copies 26 m
 token products 8 ms (7 %), normalisation 6 ms (5 %). 2x (before: ~161 ms per step) needs
 <= 80 ms: with the convolutions at 54 ms, everything else (59 ms now) would have to shrink to
 ~26 ms, i.e. by 56 %; the convolutions alone are two thirds of that budget. Losses + Hungarian matching cost 1.5-1.7 ms per step
-and the data loader 0.7-0.9 ms per batch: neither is a bottleneck. The AVX2 rows: the same CPU
+and the data loader 0.7-0.9 ms of CPU per batch (real chamber cache: 0.8 ms, 3.3 ms in the
+first pass while the memory maps fault in): neither is a bottleneck. Routing the linear layers
+through oneDNN (``torch.ops.mkldnn._linear_pointwise`` with a hand-written backward: the FFN
+alone 3.9 -> 2.6 ms per iteration) gave 1.01x (2b) / 0.98-1.09x (3c) in the whole step, so it
+was not kept. The AVX2 rows: the same CPU
 with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (the kernels of an AVX2-only EPYC).
 
 What it measures. For each experiment and each variant (``default``: the default

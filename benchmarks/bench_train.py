@@ -81,10 +81,12 @@ Usage: ``python benchmarks/bench_train.py [--exps 1a 2b 3c] [--threads 2] [--ste
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import importlib
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -246,6 +248,7 @@ def load_baseline(rev: str, repo: Path | None = None) -> ModuleType:
                              f"{repo}: {err.strip()}") from e
 
     root = Path(tempfile.mkdtemp(prefix="slotmpe_baseline_"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     pkg = root / name
     pkg.mkdir()
     for f in git("ls-tree", "--name-only", rev, "src/slotmpe/models/").split():

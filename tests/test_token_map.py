@@ -161,8 +161,8 @@ def test_eval_chunked_factored_equals_dense() -> None:
 
 
 def test_bf16_autocast_runs() -> None:
-    """Under CPU bf16 autocast the factored map gives finite outputs close to the dense map's and
-    float32 gradients."""
+    """Under CPU bf16 autocast the factored map gives finite outputs close to the dense map's, in
+    the same dtypes (bf16, as before it), and float32 gradients."""
     torch.manual_seed(0)
     model = build_model("2b").train()
     x = torch.randn(2, 12, 216, 23)
@@ -172,6 +172,7 @@ def test_bf16_autocast_runs() -> None:
         model.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
+        assert out["slot_logits"].dtype == out["mix_logits"].dtype == torch.bfloat16
         out["slot_logits"].float().sigmoid().mean().backward()
         assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
         outs.append(out["slot_logits"].float().detach())

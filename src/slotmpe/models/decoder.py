@@ -190,7 +190,8 @@ class MaskDecoder(nn.Module):
         last = self.conv[-1]
         w = last.weight.view(1, -1)  # (1, c)
         out = torch.matmul(y.permute(0, 2, 3, 1), w.T).squeeze(-1)  # (B K, 72, t)
-        return out if last.bias is None else out + last.bias
+        # the bias in the product's dtype, as the convolution casts it (bf16 under autocast)
+        return out if last.bias is None else out + last.bias.to(out.dtype)
 
     def forward_reference(
         self,

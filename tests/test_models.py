@@ -145,19 +145,27 @@ def test_union_is_noisy_or_of_slots() -> None:
 
 
 @pytest.mark.parametrize("name", ["1c", "2b"])
-def test_decoder_matches_literal_masked_map(name: str) -> None:
-    """The factorised first decoder layer equals decoding the explicit masked (FiLM) map."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_decoder_matches_literal_masked_map(name: str, channels_last: bool) -> None:
+    """The factorised first decoder layer (and the last 1x1 layer as a matrix-vector product,
+    the ReLU in the convolutions' layout) equals decoding the explicit masked (FiLM) map with
+    the literal convolutions, in both layouts; the token map may be given dense or factored."""
     m = _model(name).eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    m = m.to(memory_format=fmt)
     with torch.no_grad():
-        feat = m.encode(_x(2, 23, seed=11))[1]
+        feat = m.encode(_x(2, 23, seed=11).contiguous(memory_format=fmt))[1]
         slots, _ = m.slot_attention(feat)
         gate = torch.sigmoid(m.decoder.activity_logits(slots))
         film = m.film(m.timbre_head(slots)) if m.film is not None else None
         tokens = m.slot_attention.tokens(feat)
         masks, z = m.decoder(tokens, slots, gate, film)
         masks_ref, z_ref = m.decoder.forward_reference(tokens, slots, gate, film)
+        masks_f, z_f = m.decoder(m.slot_attention.token_map(feat), slots, gate, film)
     torch.testing.assert_close(masks, masks_ref)
     torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(masks_f, masks_ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(z_f, z_ref, atol=1e-4, rtol=1e-4)
 
 
 def test_folded_slot_attention_matches_literal() -> None:

@@ -1,6 +1,9 @@
 """The token map's gradient built in one batched product (slotmpe.models.token_grad) is exact:
 the forward is bit-identical, every gradient equals plain autograd's to float rounding, the
-result is deterministic, and the backward really builds ``dL/dz`` in one product."""
+result is deterministic, and the backward really builds ``dL/dz`` in one product.
+
+The hub serves the dense token map, so these tests switch the factored one off
+(``factored_tokens = False``; the factored map is tested in tests/test_token_map.py)."""
 
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def _slot_attention_run(
 def _slot_attention(device: str = "cpu", k: int = 8, cs: int = 16, t: int = 9
                     ) -> tuple[SlotAttention, torch.Tensor]:
     torch.manual_seed(0)
-    m = SlotAttention(cs, k, dim=48, ffn_hidden=64).to(device)
+    m = SlotAttention(cs, k, dim=48, ffn_hidden=64, factored_tokens=False).to(device)
     return m, torch.randn(3, cs, 72, t, device=device)
 
 
@@ -107,6 +110,7 @@ def test_real_model_gradients_equal(exp: str) -> None:
     parameter gradients and the input gradient agree, the outputs are bit-identical."""
     torch.manual_seed(0)
     model = build_model(exp).train()
+    model.slot_attention.factored_tokens = False
     x0 = torch.randn(2, 12, 216, 23)
 
     def run(fused: bool) -> tuple[dict[str, torch.Tensor], Grads]:

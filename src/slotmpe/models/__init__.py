@@ -79,6 +79,11 @@ total                                  123.1  298.1  477.5  514.4
 
 Trunk: 5x5 12->8 23.8, tall 39x3 8->8 74.4, 3x3 8->16 11.4 MFLOP.
 
+The table counts the dense token map (``slot_attention.factored_tokens = False``). With the
+factored map (the default, ``models.token_map``) every product with the tokens runs over the 32
+slot-branch channels instead of d = 192 and the token projection disappears: 259.8 (1c), 371.0
+(2b) and 408.0 (3c) MFLOP per window, same parameters, same outputs to float rounding.
+
 The previous widths (trunk 32/64/96, slot branch 64/128, decoder 80 channels, keys/values on every
 token) needed 4,613 (1a) and 9,602 (3c) MFLOP per window. With FiLM (2b+) the decoder's first
 1x1 layer is per slot (``diag(1 + gamma_k)`` folded into its weights): ``K x 16 x 192`` multiply-

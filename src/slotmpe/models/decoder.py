@@ -32,6 +32,12 @@ import torch
 from torch import nn
 
 from slotmpe.constants import SLOT_DIM
+from slotmpe.models.token_map import DenseTokens, TokenMap
+
+
+def as_token_map(tokens: torch.Tensor | TokenMap) -> TokenMap:
+    """``tokens`` as a :class:`TokenMap`: a dense ``(B, 72, t, d)`` tensor is wrapped."""
+    return DenseTokens(tokens) if isinstance(tokens, torch.Tensor) else tokens
 
 
 def gated_slot_logits(z: torch.Tensor, gate_logits: torch.Tensor) -> torch.Tensor:
@@ -97,19 +103,21 @@ class MaskDecoder(nn.Module):
         return self.activity(slots).squeeze(-1)
 
     def masks(
-        self, tokens: torch.Tensor, slots: torch.Tensor, bias: torch.Tensor | None = None
+        self, tokens: torch.Tensor | TokenMap, slots: torch.Tensor,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Soft masks normalised over slots (feature projection folded onto the slots).
 
-        ``tokens`` ``(B, 72, t, d)``, ``slots`` ``(B, K, d)`` -> masks ``(B, K, 72, t)``;
-        ``bias`` ``(B, K, 72, t)`` (optional, extension 4f) is added to the logits before the
-        softmax.
+        ``tokens`` ``(B, 72, t, d)`` (or its :class:`TokenMap`), ``slots`` ``(B, K, d)`` -> masks
+        ``(B, K, 72, t)``; ``bias`` ``(B, K, 72, t)`` (optional, extension 4f) is added to the
+        logits before the softmax.
         """
+        tokens = as_token_map(tokens)
         b, p, t, d = tokens.shape
         ps = self.slot_proj(slots) * self.scale  # (B, K, m)
         u = torch.matmul(ps, self.feat_proj.weight)  # (B, K, d): W_f^T p_k
         c = torch.matmul(ps, self.feat_proj.bias).unsqueeze(-1)  # (B, K, 1): b_f . p_k
-        sim = torch.matmul(u, tokens.reshape(b, p * t, d).transpose(1, 2)) + c  # (B, K, 72 t)
+        sim = tokens.dot(u) + c  # (B, K, 72 t)
         if bias is not None:
             sim = sim + bias.reshape(sim.shape)
         return torch.softmax(sim, dim=1).view(b, -1, p, t)
@@ -124,7 +132,7 @@ class MaskDecoder(nn.Module):
 
     def forward(
         self,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | TokenMap,
         slots: torch.Tensor,
         gate: torch.Tensor,
         film: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -133,7 +141,7 @@ class MaskDecoder(nn.Module):
         """Decode every slot.
 
         Args:
-            tokens: token map ``(B, 72, t, d)``.
+            tokens: token map ``(B, 72, t, d)`` or its :class:`TokenMap`.
             slots: slot vectors ``(B, K, d)``.
             gate: activity probabilities ``(B, K)`` in ``[0, 1]``.
             film: optional ``(gamma, beta)``, each ``(B, K, d)``; the masked map becomes
@@ -144,28 +152,46 @@ class MaskDecoder(nn.Module):
             ``(masks, z)``: masks ``(B, K, 72, t)`` (ungated, sum to 1 over K) and decoder logits
             ``z`` ``(B, K, 72, t)`` (before the output gate).
         """
+        tokens = as_token_map(tokens)
         b, p, t, d = tokens.shape
         k = slots.shape[1]
         m = self.masks(tokens, slots, mask_bias)
-        fmap = tokens.reshape(b, p * t, d).transpose(1, 2)  # (B, d, 72 t), a view (no copy)
         first = self.conv[0]
         w = first.weight[:, :, 0, 0]  # (c, d)
         c = w.shape[0]
+        scale = (m * gate[:, :, None, None]).reshape(b, k, p * t)  # gated masks
         # The first decoder layer is a 1x1 conv, linear in its input, so it is applied without
         # materialising the (B, K, d, 72, t) masked map (identical result, ~d/c less memory):
         #   W ((1 + gamma_k) * (g_k m_k F) + beta_k) + b = g_k m_k (W diag(1 + gamma_k) F) + W beta_k + b
         if film is None:
-            h = torch.matmul(w, fmap).unsqueeze(1)  # (B, 1, c, 72 t), shared by all slots
+            h = tokens.dot(w.expand(b, c, d)).unsqueeze(1)  # (B, 1, c, 72 t), shared by all slots
+            h = h * scale.unsqueeze(2)  # (B, K, c, 72 t)
             bias = first.bias.view(1, 1, c, 1)
         else:
             gamma, beta = film
             wk = w.view(1, 1, c, d) * (1.0 + gamma).unsqueeze(2)  # (B, K, c, d)
-            h = torch.matmul(wk.reshape(b, k * c, d), fmap).view(b, k, c, p * t)
+            h = tokens.dot(wk.reshape(b, k * c, d), weight=scale).view(b, k, c, p * t)
             bias = (torch.einsum("cd,bkd->bkc", w, beta) + first.bias).unsqueeze(-1)
-        scale = (m * gate[:, :, None, None]).reshape(b, k, 1, p * t)
-        h = torch.relu(h * scale + bias)
-        z = self.conv[2:](h.reshape(b * k, c, p, t)).reshape(b, k, p, t)
-        return m, z
+        h = (h + bias).reshape(b * k, c, p, t)
+        if self.conv[2].weight.is_contiguous(memory_format=torch.channels_last):
+            # channels-last convolutions: lay the map out as they need it before the ReLU, so
+            # that the ReLU's backward and the convolutions see one layout (no mixed-layout
+            # elementwise kernels, no conversion inside the first convolution)
+            h = h.contiguous(memory_format=torch.channels_last)
+        z = self._conv_tail(torch.relu(h))  # (B K, 72, t)
+        return m, z.reshape(b, k, p, t)
+
+    def _conv_tail(self, h: torch.Tensor) -> torch.Tensor:
+        """The decoder after its first layer: ``h`` ``(B K, c, 72, t)`` (after the ReLU) ->
+        logits ``(B K, 72, t)``. The last layer, a 1x1 convolution to one channel, runs as a
+        matrix-vector product over the channels (the same sum; the convolution kernel is slow
+        for one output channel)."""
+        y = self.conv[2:-1](h)  # (B K, c, 72, t)
+        last = self.conv[-1]
+        w = last.weight.view(1, -1)  # (1, c)
+        out = torch.matmul(y.permute(0, 2, 3, 1), w.T).squeeze(-1)  # (B K, 72, t)
+        # the bias in the product's dtype, as the convolution casts it (bf16 under autocast)
+        return out if last.bias is None else out + last.bias.to(out.dtype)
 
     def forward_reference(
         self,

@@ -20,9 +20,12 @@ of being applied to all ``N`` tokens (identical result, same parameters, every o
     sum_j a_kj (W_v z_j + b_v) = W_v (sum_j a_kj z_j) + b_v sum_j a_kj
 
 so an iteration costs ``2 K d`` multiply-adds per token instead of ``2 d^2`` (K = 8, d = 192:
-~24x less) and the ``(B, N, d)`` key and value tensors are never built. The only token-level
-linear layer left is the token projection ``Cs -> d``. :meth:`SlotAttention.forward_reference`
-is the literal (unfolded) computation, used by the tests.
+~24x less) and the ``(B, N, d)`` key and value tensors are never built. The tokens themselves
+are kept factored by default (``factored_tokens``, :class:`slotmpe.models.token_map.FactoredTokens`):
+the token projection ``Cs -> d`` and the LayerNorm over ``d`` are folded into the products as
+well, so each product with the tokens runs over ``Cs`` (32) channels instead of ``d`` (192) and
+no ``(B, N, d)`` tensor is built at all. :meth:`SlotAttention.forward_reference` is the literal
+(unfolded, dense) computation, used by the tests.
 
 Memory: attention is ``K x N`` (never ``N x N``), so it is linear in the number of tokens. For long
 inputs the tokens are processed in chunks of at most ``token_chunk`` tokens (whole frames), the
@@ -30,8 +33,8 @@ per-slot numerators and denominators being accumulated, so peak memory for the a
 is ``O(K * token_chunk + token_chunk * d)`` independent of ``T``; only the slot-branch map
 ``(B, Cs, 72, T)`` is held in full. The result is identical to the unchunked computation.
 
-Backward: when the tokens come in one chunk (training windows) and ``fused_token_grad`` is on,
-the gradient of the token map, a sum of ``2 n_iters`` products ``(B, N, K) x (B, K, d)``, is built
+Backward of the dense map (``factored_tokens=False``): when the tokens come in one chunk
+(training windows) and ``fused_token_grad`` is on, the gradient of the token map, a sum of ``2 n_iters`` products ``(B, N, K) x (B, K, d)``, is built
 in one batched product ``(B, N, 2 n_iters K) x (B, 2 n_iters K, d)``
 (:class:`slotmpe.models.token_grad.TokenGradHub`): same forward bit for bit, gradients equal to
 float rounding, faster (fewer passes over ``(B, N, d)`` tensors).
@@ -46,7 +49,7 @@ import torch
 from torch import nn
 
 from slotmpe.constants import N_PITCHES, SLOT_DIM
-from slotmpe.models.token_grad import TokenGradHub
+from slotmpe.models.token_map import DenseTokens, FactoredTokens, TokenMap
 
 
 class SlotAttention(nn.Module):
@@ -64,6 +67,10 @@ class SlotAttention(nn.Module):
         fused_token_grad: build the token map's gradient in one batched product (single-chunk
             inputs with gradients only; exact up to float rounding). Also a plain attribute, so
             a benchmark can switch it per step.
+        factored_tokens: keep the token map as its ``Cs``-channel factors
+            (:class:`slotmpe.models.token_map.FactoredTokens`: every product with the tokens over
+            ``Cs`` channels instead of ``d``; exact up to float rounding); ``False``: build the
+            ``(B, 72, t, d)`` map (:meth:`tokens`). A plain attribute too.
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class SlotAttention(nn.Module):
         token_chunk: int = 65_536,
         eps: float = 1e-8,
         fused_token_grad: bool = True,
+        factored_tokens: bool = True,
     ) -> None:
         super().__init__()
         if n_iters < 1:
@@ -88,6 +96,7 @@ class SlotAttention(nn.Module):
         self.token_chunk = int(token_chunk)
         self.eps = float(eps)
         self.fused_token_grad = bool(fused_token_grad)
+        self.factored_tokens = bool(factored_tokens)
         self.scale = 1.0 / math.sqrt(dim)
         # token embedding
         self.token_norm = nn.LayerNorm(in_channels)
@@ -113,23 +122,27 @@ class SlotAttention(nn.Module):
         h = self.token_proj(self.token_norm(h)) + self.pitch_emb[:, None, :]
         return self.input_norm(h)
 
+    def token_map(self, feat: torch.Tensor) -> TokenMap:
+        """The token map of ``feat`` ``(B, Cs, 72, t)`` as the products need it: factored
+        (:class:`FactoredTokens`, when ``factored_tokens``) or dense (:meth:`tokens`)."""
+        if self.factored_tokens:
+            x = self.token_norm(feat.permute(0, 2, 3, 1))  # (B, 72, t, Cs)
+            return FactoredTokens(x, self.token_proj, self.pitch_emb, self.input_norm)
+        return DenseTokens(self.tokens(feat))
+
     def _frames_per_chunk(self) -> int:
         return max(1, self.token_chunk // self.n_pitches)
 
     def _iterate(
-        self,
-        slots: torch.Tensor,
-        token_chunks: Callable[[], Iterator[torch.Tensor]],
-        hub: TokenGradHub | None = None,
+        self, slots: torch.Tensor, token_maps: Callable[[], Iterator[TokenMap]]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the ``n_iters`` attention iterations with folded key/value projections.
 
         Args:
             slots: initial slots ``(B, K, d)``.
-            token_chunks: returns a fresh iterator over token chunks ``(B, n, d)`` that together
-                cover all ``N`` tokens in order (called once per iteration).
-            hub: with a single chunk, its :class:`TokenGradHub` (the products with the tokens
-                go through it, so their gradient is built in one product); else ``None``.
+            token_maps: returns a fresh iterator over the token maps of consecutive chunks
+                (:class:`TokenMap`, ``n`` tokens each) that together cover all ``N`` tokens in
+                order (called once per iteration).
 
         Returns:
             final slots ``(B, K, d)`` and the last iteration's attention ``(B, K, N)`` if the
@@ -144,10 +157,9 @@ class SlotAttention(nn.Module):
             num = slots.new_zeros(slots.shape)  # sum_j a_kj z_j
             den = slots.new_zeros(*slots.shape[:2], 1)  # sum_j a_kj
             n_chunks = 0
-            for z in token_chunks():
-                logits = torch.matmul(qk, z.transpose(1, 2)) if hub is None else hub.logits(qk)
-                attn = torch.softmax(logits + qb, dim=1)  # (B, K, n)
-                num = num + (torch.matmul(attn, z) if hub is None else hub.aggregate(attn))
+            for z in token_maps():
+                attn = torch.softmax(z.dot(qk) + qb, dim=1)  # (B, K, n)
+                num = num + z.wsum(attn)
                 den = den + attn.sum(-1, keepdim=True)
                 attn_out = attn
                 n_chunks += 1
@@ -162,7 +174,7 @@ class SlotAttention(nn.Module):
         self,
         feat: torch.Tensor,
         queries: torch.Tensor | None = None,
-        tokens: torch.Tensor | None = None,
+        tokens: torch.Tensor | TokenMap | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run slot attention.
 
@@ -170,9 +182,9 @@ class SlotAttention(nn.Module):
             feat: slot-branch map ``(B, Cs, 72, T)``.
             queries: optional initial slots ``(K', d)`` replacing the learned queries (used by tests,
                 e.g. to permute them).
-            tokens: optional precomputed ``self.tokens(feat)`` ``(B, 72, T, d)`` (saves computing
-                them twice when the caller needs them too); used only when the whole input fits in
-                one token chunk.
+            tokens: optional precomputed token map of ``feat``: ``self.tokens(feat)``
+                ``(B, 72, T, d)`` or ``self.token_map(feat)`` (saves computing it twice when the
+                caller needs it too); used only when the whole input fits in one token chunk.
 
         Returns:
             slots ``(B, K, d)`` and, when the whole input fits in one chunk, the last iteration's
@@ -182,21 +194,22 @@ class SlotAttention(nn.Module):
         q0 = self.queries if queries is None else queries
         slots = q0.unsqueeze(0).expand(b, -1, -1)
         fpc = self._frames_per_chunk()
-        hub = None
         if t <= fpc:
-            z_all = (self.tokens(feat) if tokens is None else tokens).reshape(b, p * t, self.dim)
-            if self.fused_token_grad and TokenGradHub.applies(z_all):
-                hub = TokenGradHub(z_all)
+            if tokens is None:
+                tokens = self.token_map(feat) if self.factored_tokens else self.tokens(feat)
+            if isinstance(tokens, torch.Tensor):
+                tokens = DenseTokens(tokens, fused_grad=self.fused_token_grad)
+            whole: TokenMap = tokens
 
-            def chunks() -> Iterator[torch.Tensor]:
-                yield z_all
+            def chunks() -> Iterator[TokenMap]:
+                yield whole
         else:
 
-            def chunks() -> Iterator[torch.Tensor]:
+            def chunks() -> Iterator[TokenMap]:
                 for a in range(0, t, fpc):
-                    yield self.tokens(feat[..., a : a + fpc]).reshape(b, -1, self.dim)
+                    yield self.token_map(feat[..., a : a + fpc])
 
-        slots, attn = self._iterate(slots, chunks, hub)
+        slots, attn = self._iterate(slots, chunks)
         if attn is not None:
             attn = attn.reshape(b, -1, p, t)
         return slots, attn

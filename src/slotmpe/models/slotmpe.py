@@ -38,6 +38,7 @@ from slotmpe.models.decoder import MaskDecoder, gated_slot_logits
 from slotmpe.models.extensions import TimbreMaskBias
 from slotmpe.models.heads import FiLM, PolyphonyHead, TimbreHead
 from slotmpe.models.slot_attention import SlotAttention
+from slotmpe.models.token_map import TokenMap
 from slotmpe.models.trunk import GlobalBranch, SlotBranch, Trunk, time_radius
 
 # hidden width of the residual slot FFN: the free width that brings the shared base model to
@@ -182,20 +183,28 @@ class SlotMPE(nn.Module):
         slots: torch.Tensor,
         gate: torch.Tensor,
         film: tuple[torch.Tensor, torch.Tensor] | None,
-        tokens: torch.Tensor | None = None,
+        tokens: torch.Tensor | TokenMap | None = None,
         timbre: torch.Tensor | None = None,
     ) -> TensorTuple:
         """Masks and decoder logits ``(B, K, 72, t)`` each for a slot-branch map ``feat``
-        ``(B, Cs, 72, t)`` (``tokens``: its precomputed token map ``(B, 72, t, d)``; ``timbre``
-        ``(B, K, E)``: slot embeddings for the timbre mask bias of extension 4f)."""
+        ``(B, Cs, 72, t)`` (``tokens``: its precomputed token map, dense ``(B, 72, t, d)`` or a
+        :class:`~slotmpe.models.token_map.TokenMap`; ``timbre`` ``(B, K, E)``: slot embeddings
+        for the timbre mask bias of extension 4f)."""
         if tokens is None:
-            tokens = self.slot_attention.tokens(feat)  # (B, 72, t, d)
+            tokens = self._token_map(feat)
         bias = None
         if self.timbre_mask is not None and timbre is not None:
-            bias = self.timbre_mask(tokens, timbre)
+            dense = tokens if isinstance(tokens, torch.Tensor) else tokens.dense()
+            bias = self.timbre_mask(dense, timbre)
         if bias is None:
             return self.decoder(tokens, slots, gate, film)
         return self.decoder(tokens, slots, gate, film, bias)
+
+    def _token_map(self, feat: torch.Tensor) -> torch.Tensor | TokenMap:
+        """The token map of ``feat`` ``(B, Cs, 72, t)``: factored (the default) or the dense
+        ``(B, 72, t, d)`` tensor (``slot_attention.factored_tokens`` off)."""
+        sa = self.slot_attention
+        return sa.token_map(feat) if sa.factored_tokens else sa.tokens(feat)
 
     def _chunked(self, t: int) -> bool:
         return (not self.training) and t > self.chunk_frames
@@ -238,7 +247,7 @@ class SlotMPE(nn.Module):
             return out
 
         # one pass (window or short file): build the token map once for attention and decoder
-        tokens = None if self._chunked(t) else self.slot_attention.tokens(feat)
+        tokens = None if self._chunked(t) else self._token_map(feat)
         slots, _ = self.slot_attention(feat, queries, tokens=tokens)
         act = self.decoder.activity_logits(slots)  # (B, K)
         if activity_override is None:

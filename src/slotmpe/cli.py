@@ -252,14 +252,17 @@ def run_evaluate(
     """Score a trained model on a folder dataset or manifest (:func:`slotmpe.generalisation.
     evaluate_dataset`), print the metrics and write ``metrics.json``; returns 0.
 
-    The model file is checked to be a slot model before any data is read. The feature cache in
-    ``work_dir`` is reused only while the data's files are unchanged (content hashes); the
-    previous ``metrics.json`` is deleted when the run starts, so a failed run leaves none.
+    The model file is checked to be a slot model before any data is read. ``work_dir`` (default
+    :func:`slotmpe.workdir.default_work_dir`; never inside the data) holds the feature cache,
+    reused only while the data's files are unchanged (content hashes), and one folder per model
+    with its ``metrics.json``; a second run on the same work dir at once is refused (lock). That
+    model's previous ``metrics.json`` is deleted when the run starts, so a failed run leaves none.
     """
     from slotmpe.generalisation import evaluate_dataset
     from slotmpe.models import CheckpointError, SlotMPE
     from slotmpe.models.io import require_kind
     from slotmpe.utils import set_threads
+    from slotmpe.workdir import WorkDirError, check_work_dir, default_work_dir, user_cache_root
 
     if not Path(model_path).is_file():
         raise CLIError(f"model {model_path} does not exist")
@@ -269,16 +272,26 @@ def run_evaluate(
         raise CLIError(_one_line(exc)) from exc
     if not Path(data).exists():
         raise CLIError(f"data {data} does not exist")
-    if threads:
-        set_threads(threads)
-    wd = Path(work_dir) if work_dir else Path("slotmpe_eval") / Path(data).resolve().stem
-    res = evaluate_dataset(
-        Path(model_path), Path(data), wd, split=split,
-        thresholds_path=Path(thresholds) if thresholds else None, tune=tune,
-        encoder_path=Path(encoder) if encoder else None, out_path=Path(out) if out else None,
-        device=None if device == "auto" else device, max_frames=max_frames or None,
-        progress=progress,
-    )
+    if work_dir is None:
+        wd = default_work_dir(Path(data))
+        if user_cache_root() in wd.parents:
+            print(f"work dir {wd} (the current folder lies inside the data)", file=sys.stderr)
+    else:
+        wd = Path(work_dir)
+    try:
+        check_work_dir(wd, Path(data))
+        if threads:
+            set_threads(threads)
+        res = evaluate_dataset(
+            Path(model_path), Path(data), wd, split=split,
+            thresholds_path=Path(thresholds) if thresholds else None, tune=tune,
+            encoder_path=Path(encoder) if encoder else None,
+            out_path=Path(out) if out else None,
+            device=None if device == "auto" else device, max_frames=max_frames or None,
+            progress=progress,
+        )
+    except WorkDirError as exc:
+        raise CLIError(_one_line(exc)) from exc
     keys = ("std_ap", "std_f1", "std_p", "std_r", "slot_ap", "slot_f1", "slot_p", "slot_r",
             "timbre_cos", "poly_std_acc", "poly_stem_acc")
     print(f"{res['exp']} (trained on {res.get('train_dataset')}) on {res.get('test_dataset')} "
@@ -287,7 +300,7 @@ def run_evaluate(
     for k in keys:
         v = res.get(k)
         print(f"  {k:14s} {'-' if v is None else f'{v:.4f}' if k == 'timbre_cos' else f'{v:.2f}'}")
-    print(f"written to {Path(out) if out else wd / 'metrics.json'}")
+    print(f"written to {res['metrics_path']}")
     return 0
 
 
@@ -510,9 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
             "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
-            "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir;\n"
-            "the cache is reused only while DATA's files are unchanged (content hashes), and\n"
-            "the previous metrics.json is removed when a run starts (a failed run leaves none).\n"
+            "manifest.parquet. The manifest and feature cache go to --work-dir, never inside\n"
+            "DATA, with one folder per model (<exp>_<model hash>/metrics.json); the cache is\n"
+            "reused only while DATA's files are unchanged (content hashes). The model's previous\n"
+            "metrics.json is removed when a run starts (a failed run leaves none); a second run\n"
+            "on the same work dir at once stops with an error (lock).\n"
             "Thresholds: those tuned on the model's own validation split (thresholds.json beside\n"
             "the model), --thresholds FILE, or --tune on DATA's val split. Slot metrics need stems."
         ),
@@ -534,9 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="timbre encoder for timbre cos (default: results/{dataset}/timbre/"
                          "encoder.pt of the model's run, if present)")
     pe.add_argument("--work-dir", metavar="DIR", default=None,
-                    help="cache and output folder (default: slotmpe_eval/<DATA name>)")
+                    help="cache and output folder, outside DATA (default: ./slotmpe_eval/<DATA "
+                         "name>, or the user cache dir when run from inside DATA)")
     pe.add_argument("-o", "--out", metavar="FILE", default=None,
-                    help="metrics.json to write (default: WORK_DIR/metrics.json)")
+                    help="metrics.json to write (default: WORK_DIR/<exp>_<model hash>/"
+                         "metrics.json)")
     pe.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the model runs (default: %(default)s)")
     pe.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",

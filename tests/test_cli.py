@@ -35,7 +35,7 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
     [
         ("transcribe", ["--model", "--outdir", "--threshold", "--activity-threshold",
                         "--min-note-ms", "--merge-gap-ms", "--device", "--max-frames", "AUDIO"]),
-        ("params", ["--out", "results/table1.csv"]),
+        ("params", ["--out", "--widths", "--config", "print only"]),
         ("info", ["versions"]),
     ],
 )
@@ -83,7 +83,7 @@ def test_params_writes_and_prints_table1(tmp_path: Path, capsys: pytest.CaptureF
 
     torch.set_num_threads(1)
     out_csv = tmp_path / "t1.csv"
-    assert main(["params", "-o", str(out_csv)]) == 0
+    assert main(["params", "-o", str(out_csv), "--widths", "wide"]) == 0
     text = capsys.readouterr().out
     assert out_csv.exists()
     lines = out_csv.read_text().splitlines()
@@ -91,7 +91,47 @@ def test_params_writes_and_prints_table1(tmp_path: Path, capsys: pytest.CaptureF
     printed = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
     assert printed[0] == "exp"
     assert printed[1:9] == ["1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c"]
-    assert f"written to {out_csv}" in text
+    assert f"written to {out_csv}" in text and "width preset wide (--widths)" in text
+    import pandas as pd
+
+    assert set(pd.read_csv(out_csv)["widths"]) == {"wide"}
+
+
+def test_params_prints_only_and_takes_the_projects_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`slotmpe params` overwrote the pipeline's results/table1.csv (model: {widths: wide}) with
+    the default preset, and created ./results/table1.csv anywhere; now it prints, with the preset
+    of ./config.yaml (or --config, or --widths), and writes nothing unless -o is given."""
+    import torch
+
+    torch.set_num_threads(1)
+    project = tmp_path / "project"
+    (project / "results").mkdir(parents=True)
+    (project / "config.yaml").write_text(
+        "profile: default\nmodel: {widths: wide}\nprofiles: {default: {}, small: "
+        "{model: {widths: efficient}}}\n")
+    table = project / "results" / "table1.csv"
+    table.write_text("written by the pipeline\n")
+    monkeypatch.chdir(project)
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert "width preset wide (model.widths of config.yaml)" in out and "written" not in out
+    assert table.read_text() == "written by the pipeline\n"
+    assert main(["params", "--profile", "small"]) == 0
+    assert "width preset efficient" in capsys.readouterr().out
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["params"]) == 0
+    assert "efficient (the package default)" in capsys.readouterr().out
+    assert main(["params", "--config", str(project / "config.yaml")]) == 0
+    assert "width preset wide" in capsys.readouterr().out
+    assert list(elsewhere.iterdir()) == []
+    assert main(["params", "--widths", "banana"]) == 1
+    assert "unknown width preset 'banana'" in capsys.readouterr().err
+    assert main(["params", "--config", "nope.yaml"]) == 1
+    assert "config file nope.yaml does not exist" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ transcribe

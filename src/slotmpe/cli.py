@@ -217,21 +217,63 @@ def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[s
     return 0
 
 
-def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
-    """Write Table I (``slotmpe.results.table1.write_table1``) to ``out_csv`` and print it; returns 0."""
-    import csv
+def params_widths(
+    widths: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+) -> tuple[str, str]:
+    """The width preset of ``slotmpe params`` and where it came from: ``widths`` when given, else
+    ``model.widths`` of the workflow config ``config`` (default ``./config.yaml`` when there is
+    one; ``profile`` applied), else ``efficient`` (the package default)."""
+    import yaml
 
-    from slotmpe.results.table1 import write_table1
+    from slotmpe.config import load_config
+    from slotmpe.models import WIDTH_PRESETS
 
-    out = Path(out_csv)
-    write_table1(out)
-    with open(out, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if rows:
-        widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)).rstrip())
-    print(f"written to {out}")
+    if widths is not None:
+        source = "--widths"
+    else:
+        path = Path(config) if config is not None else Path("config.yaml")
+        if config is None and not path.is_file():
+            return "efficient", "the package default"
+        if not path.is_file():
+            raise CLIError(f"config file {path} does not exist")
+        try:
+            cfg = load_config(path, {"profile": profile} if profile else None)
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ConfigError is a ValueError
+            raise CLIError(f"config file {path}: {_one_line(exc)}") from exc
+        widths = str((cfg.get("model") or {}).get("widths", "efficient"))
+        source = f"model.widths of {path}" + (f" (profile {profile})" if profile else "")
+    if widths not in WIDTH_PRESETS:
+        raise CLIError(f"{source}: unknown width preset {widths!r}; known: "
+                       f"{', '.join(WIDTH_PRESETS)}")
+    return widths, source
+
+
+def run_params(
+    out_csv: str | os.PathLike[str] | None = None,
+    widths: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+) -> int:
+    """Print Table I (:func:`slotmpe.results.table1.build_table1`) of the width preset
+    (:func:`params_widths`) and, only when ``out_csv`` is given, write it there; returns 0.
+    Nothing else is written (the pipeline's ``results/table1.csv`` is its own)."""
+    from slotmpe.results.table1 import build_table1
+    from slotmpe.utils import atomic_path
+
+    preset, source = params_widths(widths, config, profile)
+    df = build_table1(preset)
+    rows = [list(df.columns)] + [[str(v) for v in r] for r in df.itertuples(index=False)]
+    cols = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, cols, strict=True)).rstrip())
+    print(f"width preset {preset} ({source})")
+    if out_csv is not None:
+        out = Path(out_csv)
+        with atomic_path(out) as tmp:
+            df.to_csv(tmp, index=False)
+        print(f"written to {out}")
     return 0
 
 
@@ -508,14 +550,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser(
         "params",
-        help="write and print Table I: trainable parameters of the eight configurations",
-        description=("Count the trainable parameters of the eight configurations (1a..3c), write\n"
-                     "them beside the paper's counts and the difference in percent to OUT, and\n"
-                     "print the table."),
+        help="print Table I: trainable parameters of the eight configurations",
+        description=("Count the trainable parameters of the eight configurations (1a..3c) of a\n"
+                     "width preset and print them beside the paper's counts and the difference in\n"
+                     "percent. The preset: --widths, else model.widths of --config (default:\n"
+                     "./config.yaml if any), else efficient. Writes a CSV only with -o."),
+        epilog=f"example:\n  {PROG} params --widths wide -o table1_wide.csv",
         formatter_class=fmt,
     )
-    pp.add_argument("-o", "--out", default="results/table1.csv", metavar="OUT",
-                    help="CSV file to write (default: %(default)s)")
+    pp.add_argument("-o", "--out", default=None, metavar="OUT",
+                    help="also write the table to this CSV file (default: print only)")
+    pp.add_argument("--widths", default=None, metavar="PRESET",
+                    help="width preset, a key of slotmpe.models.WIDTH_PRESETS: efficient or wide "
+                         "(default: from the config)")
+    pp.add_argument("--config", default=None, metavar="FILE",
+                    help="workflow config whose model.widths is used (default: ./config.yaml if "
+                         "any)")
+    pp.add_argument("--profile", default=None, help="config profile (default: the config's own)")
 
     pe = sub.add_parser(
         "evaluate",
@@ -638,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return run_export(args.model, args.out)
         if args.command == "params":
-            return run_params(args.out)
+            return run_params(args.out, args.widths, args.config, args.profile)
         if args.command == "info":
             return run_info()
         if args.command in ("findings", "publish-run"):

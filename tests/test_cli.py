@@ -438,3 +438,19 @@ def test_evaluate_refuses_a_work_dir_in_use(
     assert not (wd / "features").exists()
     assert main(["evaluate", str(model), str(quartets), "--work-dir", str(wd),
                  "--split", "all", "--no-progress", "--threads", "1"]) == 0  # released: runs
+
+
+# ------------------------------------------------------------------ findings (issue 31, fault 10)
+
+
+def test_findings_names_a_damaged_environment_json(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged environment.json gave a bare JSONDecodeError; now the message names the file."""
+    run = tmp_path / "chamber" / "1a" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}\n")
+    env = tmp_path / "environment.json"
+    env.write_text('{"commit": "abc", "paper_aliases": {"chamb')
+    assert main(["findings", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{env} is not valid JSON" in err

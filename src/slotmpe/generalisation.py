@@ -447,7 +447,8 @@ def evaluate_dataset(
     its ``per_file.csv`` are deleted once the inputs are checked, so after a failed run no
     earlier result is left in their place.
     """
-    from slotmpe.evaluation import PER_FILE_NAME, _load_model
+    from slotmpe.evaluation import _load_model
+    from slotmpe.per_file import PER_FILE_NAME
     from slotmpe.workdir import (
         check_work_dir,
         default_work_dir,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slotmpe.results.stats import PER_FILE_NAME
+from slotmpe.per_file import PER_FILE_NAME
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)

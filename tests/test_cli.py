@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
     [
         ("transcribe", ["--model", "--outdir", "--threshold", "--activity-threshold",
                         "--min-note-ms", "--merge-gap-ms", "--device", "--max-frames", "AUDIO"]),
-        ("params", ["--out", "results/table1.csv"]),
+        ("params", ["--out", "--widths", "--config", "print only"]),
         ("info", ["versions"]),
     ],
 )
@@ -82,7 +83,7 @@ def test_params_writes_and_prints_table1(tmp_path: Path, capsys: pytest.CaptureF
 
     torch.set_num_threads(1)
     out_csv = tmp_path / "t1.csv"
-    assert main(["params", "-o", str(out_csv)]) == 0
+    assert main(["params", "-o", str(out_csv), "--widths", "wide"]) == 0
     text = capsys.readouterr().out
     assert out_csv.exists()
     lines = out_csv.read_text().splitlines()
@@ -90,7 +91,47 @@ def test_params_writes_and_prints_table1(tmp_path: Path, capsys: pytest.CaptureF
     printed = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
     assert printed[0] == "exp"
     assert printed[1:9] == ["1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c"]
-    assert f"written to {out_csv}" in text
+    assert f"written to {out_csv}" in text and "width preset wide (--widths)" in text
+    import pandas as pd
+
+    assert set(pd.read_csv(out_csv)["widths"]) == {"wide"}
+
+
+def test_params_prints_only_and_takes_the_projects_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`slotmpe params` overwrote the pipeline's results/table1.csv (model: {widths: wide}) with
+    the default preset, and created ./results/table1.csv anywhere; now it prints, with the preset
+    of ./config.yaml (or --config, or --widths), and writes nothing unless -o is given."""
+    import torch
+
+    torch.set_num_threads(1)
+    project = tmp_path / "project"
+    (project / "results").mkdir(parents=True)
+    (project / "config.yaml").write_text(
+        "profile: default\nmodel: {widths: wide}\nprofiles: {default: {}, small: "
+        "{model: {widths: efficient}}}\n")
+    table = project / "results" / "table1.csv"
+    table.write_text("written by the pipeline\n")
+    monkeypatch.chdir(project)
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert "width preset wide (model.widths of config.yaml)" in out and "written" not in out
+    assert table.read_text() == "written by the pipeline\n"
+    assert main(["params", "--profile", "small"]) == 0
+    assert "width preset efficient" in capsys.readouterr().out
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["params"]) == 0
+    assert "efficient (the package default)" in capsys.readouterr().out
+    assert main(["params", "--config", str(project / "config.yaml")]) == 0
+    assert "width preset wide" in capsys.readouterr().out
+    assert list(elsewhere.iterdir()) == []
+    assert main(["params", "--widths", "banana"]) == 1
+    assert "unknown width preset 'banana'" in capsys.readouterr().err
+    assert main(["params", "--config", "nope.yaml"]) == 1
+    assert "config file nope.yaml does not exist" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ transcribe
@@ -249,7 +290,8 @@ def test_evaluate_cache_follows_its_inputs(tmp_path: Path, capsys: pytest.Captur
                      "--split", "all", "--no-progress", "--threads", "1"])
 
     def std_ap(work: str) -> float:
-        return float(json.loads((tmp_path / work / "metrics.json").read_text())["std_ap"])
+        (path,) = (tmp_path / work).glob("1c_*/metrics.json")
+        return float(json.loads(path.read_text())["std_ap"])
 
     assert evaluate("wd") == 0
     before = std_ap("wd")
@@ -270,11 +312,145 @@ def test_evaluate_cache_follows_its_inputs(tmp_path: Path, capsys: pytest.Captur
 
     (data / "song_a" / "stems" / "violin_1.wav").write_bytes(b"not audio")
     assert evaluate("wd") == 1
-    assert not (tmp_path / "wd" / "metrics.json").exists()
-    assert not (tmp_path / "wd" / "per_file.csv").exists()
+    assert not list((tmp_path / "wd").glob("*/metrics.json"))
+    assert not list((tmp_path / "wd").glob("*/per_file.csv"))
 
     enc = tmp_path / "encoder.pt"
     save_checkpoint(enc, TimbreEncoder(), {})
     capsys.readouterr()
     assert main(["evaluate", str(enc), str(tmp_path / "nowhere")]) == 1
     assert "timbre encoder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ evaluate work dir (issue 31)
+
+
+@pytest.fixture()
+def quartets(tmp_path: Path) -> Path:
+    """A three-piece folder dataset (tests/test_folder.py), every piece scored with --split all."""
+    from test_folder import make_folder
+
+    data = make_folder(tmp_path / "quartets")
+    (data / "split.csv").write_text("piece,split\nsong_a,test\nsong_b,val\nsong_c,test\n")
+    return data
+
+
+def _slot_model(path: Path, exp: str, seed: int) -> Path:
+    import torch
+
+    from slotmpe.models import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    save_checkpoint(path, build_model(exp), {"exp": exp, "dataset": "chamber", "seed": seed})
+    return path
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_evaluate_from_inside_the_data_keeps_the_cache_out(
+    quartets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`cd my_quartets && slotmpe evaluate MODEL .` took its own cache folder for a piece; now the
+    work dir goes to the user cache dir, and the data folder is left exactly as it was."""
+    model = _slot_model(tmp_path / "m" / "model.pt", "1c", 0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(quartets)
+    before = _listing(quartets)
+    for _ in range(2):  # the second run reuses the cache
+        assert main(["evaluate", str(model), ".", "--split", "all", "--no-progress",
+                     "--threads", "1"]) == 0
+    out = capsys.readouterr()
+    assert _listing(quartets) == before
+    (metrics,) = (tmp_path / "cache").rglob("metrics.json")
+    assert f"written to {metrics}" in out.out and "work dir" in out.err
+    assert json.loads(metrics.read_text())["n_files"] == 3
+
+
+def test_evaluate_refuses_a_work_dir_inside_the_data(
+    quartets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--work-dir DATA failed on the second run, deleted the first run's metrics.json and left
+    cache files in the dataset; now it is refused before anything is written."""
+    model = _slot_model(tmp_path / "m" / "model.pt", "1c", 0)
+    before = _listing(quartets)
+    for wd in (quartets, quartets / "cache"):
+        rc = main(["evaluate", str(model), str(quartets), "--work-dir", str(wd), "--split", "all",
+                   "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 1 and "lies inside the dataset folder" in err and str(wd) in err
+    assert _listing(quartets) == before
+
+
+def test_folder_scan_skips_a_tagged_cache_folder(quartets: Path, tmp_path: Path) -> None:
+    """A work dir left inside a dataset (CACHEDIR.TAG, or an old slotmpe_eval) is no piece."""
+    from slotmpe.datasets import build_dataset
+    from slotmpe.datasets.manifest import read_manifest
+    from slotmpe.workdir import mark_cache_dir
+
+    mark_cache_dir(quartets / "my_cache")
+    (quartets / "my_cache" / "features").mkdir()
+    (quartets / "slotmpe_eval" / "quartets" / "features").mkdir(parents=True)
+    df = read_manifest(build_dataset("q", {"type": "folder", "path": str(quartets)},
+                                     tmp_path / "out", 0))
+    assert sorted(set(df["piece_id"])) == ["song_a", "song_b", "song_c"]
+
+
+def test_evaluate_keeps_one_folder_per_model(
+    quartets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two models on the same data with the default work dir printed the same metrics.json path
+    and one model's metrics were lost; now each model has its own folder."""
+    monkeypatch.chdir(tmp_path)
+    models = [_slot_model(tmp_path / f"m{s}" / "model.pt", "1c", s) for s in (0, 1)]
+    paths = []
+    for m in models:
+        assert main(["evaluate", str(m), str(quartets), "--split", "all", "--no-progress",
+                     "--threads", "1"]) == 0
+        paths.append(capsys.readouterr().out.split("written to ")[-1].strip())
+    assert paths[0] != paths[1]
+    metrics = [json.loads(Path(p).read_text()) for p in paths]
+    assert all(Path(p).is_file() for p in paths)
+    assert metrics[0]["std_ap"] != metrics[1]["std_ap"]  # two different models, both kept
+    assert {Path(p).parent.parent for p in paths} == {tmp_path / "slotmpe_eval" / "quartets"}
+
+
+def test_evaluate_refuses_a_work_dir_in_use(
+    quartets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second run on a work dir another run holds stops at once, naming the lock; the first
+    run's outputs are untouched."""
+    import filelock
+
+    from slotmpe.workdir import LOCK_NAME
+
+    model = _slot_model(tmp_path / "m" / "model.pt", "1c", 0)
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    with filelock.FileLock(str(wd / LOCK_NAME), timeout=0):
+        rc = main(["evaluate", str(model), str(quartets), "--work-dir", str(wd),
+                   "--split", "all", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "in use by another slotmpe evaluate" in err and LOCK_NAME in err
+    assert not (wd / "features").exists()
+    assert main(["evaluate", str(model), str(quartets), "--work-dir", str(wd),
+                 "--split", "all", "--no-progress", "--threads", "1"]) == 0  # released: runs
+
+
+# ------------------------------------------------------------------ findings (issue 31, fault 10)
+
+
+def test_findings_names_a_damaged_environment_json(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged environment.json gave a bare JSONDecodeError; now the message names the file."""
+    run = tmp_path / "chamber" / "1a" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}\n")
+    env = tmp_path / "environment.json"
+    env.write_text('{"commit": "abc", "paper_aliases": {"chamb')
+    assert main(["findings", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{env} is not valid JSON" in err

@@ -147,3 +147,91 @@ def test_dry_run_rejects_a_typo(tmp_path: Path) -> None:
                          timeout=600)
     assert res.returncode != 0
     assert "did you mean 'max_epochs'?" in res.stdout + res.stderr
+
+
+# ------------------------------------------------------------------ values (issue 31, fault 9)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"train": {"device": "banana"}}, r"train.device: 'banana' does not match"),
+        ({"timbre": {"device": "gpu"}}, r"timbre.device: 'gpu' does not match"),
+        ({"datasets": {"chamber": {"tempo_range": [0, 0]}}},
+         r"datasets.chamber.tempo_range.0: 0 is less than or equal to the minimum of 0"),
+        ({"datasets": {"electro": {"gain_db_range": [0, -9]}}},
+         r"datasets.electro.gain_db_range: \[0, -9\] is reversed; give \[low, high\]"),
+        ({"datasets": {"chamber": {"velocity_range": [200, 300]}}},
+         r"datasets.chamber.velocity_range.0: 200 is greater than the maximum of 127"),
+        ({"datasets": {"chamber": {"tempo_range": [120, 60]}}},
+         r"datasets.chamber.tempo_range: \[120, 60\] is reversed"),
+        ({"datasets": {"chamber": {"val_fraction": "0.8", "test_fraction": "0.8"}}},
+         r"datasets.chamber.val_fraction \+ test_fraction = 0.8 \+ 0.8 = 1.6: they must sum to "
+         r"less than 1"),
+        ({"datasets": {"mine": {"type": "folder", "path": "x", "val_fraction": "0.9"}}},
+         r"datasets.mine.val_fraction \+ test_fraction = 0.9 \+ 0.15 = 1.05"),
+        ({"train": {"selection_metric": "banana"}},
+         r"train.selection_metric: 'banana' is not a validation column of experiment\(s\) 1a, "),
+        ({"train": {"plateau_metric": "timbre"}},
+         r"train.plateau_metric: 'timbre' is not a validation column of experiment\(s\) 1a, 1b, "
+         r"1c;.* every trained experiment logs: mix"),
+    ],
+)
+def test_config_values_a_job_would_fail_on_are_refused(override: dict, needle: str) -> None:
+    """Each passed validation and failed only at job time (or, the velocity, was clamped to 127
+    silently); now validate_config refuses it, naming the key."""
+    from slotmpe.config import validate_config
+
+    with pytest.raises(ConfigError, match=needle):
+        validate_config(load_config(REPO / "config.yaml", override), SCHEMA)
+
+
+def test_a_cuda_device_without_cuda_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`device: cuda` on a machine without CUDA failed in the job with a traceback; now at
+    validation (the workflow skips the check on a cluster's submit host: check_devices)."""
+    import torch
+
+    from slotmpe.config import validate_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for key in ("train", "timbre"):
+        cfg = load_config(REPO / "config.yaml", {key: {"device": "cuda"}})
+        with pytest.raises(ConfigError, match=rf"{key}.device: 'cuda' but CUDA is not available"):
+            validate_config(cfg, SCHEMA)
+        validate_config(cfg, SCHEMA, check_devices=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    validate_config(load_config(REPO / "config.yaml", {"train": {"device": "cuda:0"}}), SCHEMA)
+    with pytest.raises(ConfigError, match=r"train.device: 'cuda:1' but this machine has 1 CUDA"):
+        validate_config(load_config(REPO / "config.yaml", {"train": {"device": "cuda:1"}}), SCHEMA)
+
+
+def test_good_values_still_validate() -> None:
+    """A fixed tempo, a fixed gain, fractions below 1 and a term every experiment logs pass."""
+    from slotmpe.config import validate_config
+
+    validate_config(load_config(REPO / "config.yaml", {
+        "train": {"selection_metric": "mix", "plateau_metric": "total", "device": "cpu"},
+        "timbre": {"device": "auto"},
+        "datasets": {"chamber": {"tempo_range": [90, 90], "gain_db_range": [-3, -3],
+                                 "velocity_range": [1, 127], "val_fraction": "0.4",
+                                 "test_fraction": "0.5"}}}), SCHEMA)
+
+
+def test_dry_run_rejects_a_cuda_device_without_cuda(tmp_path: Path) -> None:
+    """Through Snakemake: refused at parse time, before any job starts."""
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+                          str(tmp_path), "-n", "results/table3.csv", "--config",
+                          "train={device: cuda}"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode != 0
+    assert "train.device: 'cuda' but CUDA is not available" in res.stdout + res.stderr

@@ -245,7 +245,7 @@ def test_tune_and_evaluate_end_to_end(tmp_path: Path, tiny_cache: Path, exp: str
     # per_file.csv: one row per (test file, output) whose summed counts give the pooled F1
     import pandas as pd
 
-    from slotmpe.results.stats import PER_FILE_COLUMNS
+    from slotmpe.per_file import PER_FILE_COLUMNS
 
     pf = pd.read_csv(run / "per_file.csv", dtype={"file": str})
     assert list(pf.columns) == list(PER_FILE_COLUMNS)
@@ -273,7 +273,7 @@ def test_tune_and_evaluate_end_to_end(tmp_path: Path, tiny_cache: Path, exp: str
     # gaps bridged) at the tuned threshold, scored by mir_eval against the notes files
     import mir_eval
 
-    from slotmpe.transcribe.notes import probs_to_notes
+    from slotmpe.notes import probs_to_notes
 
     n_ref = 0
     for i in range(len(ds)):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from slotmpe.cli import main
-from slotmpe.results.stats import OUTPUTS
+from slotmpe.per_file import OUTPUTS
 from slotmpe.results.table3 import METRIC_COLUMNS
 from slotmpe.results.table3_notes import NOTE_COLUMNS
 

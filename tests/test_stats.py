@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from slotmpe.per_file import PER_FILE_COLUMNS
 from slotmpe.results.stats import (
     CI_FILES_ONLY,
     CI_NONE,
     CI_SEEDS_ONLY,
     CI_TWO_LEVEL,
-    PER_FILE_COLUMNS,
     StatsError,
     aggregate_seeds,
     mean_std,

@@ -217,21 +217,63 @@ def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[s
     return 0
 
 
-def run_params(out_csv: str | os.PathLike[str] = "results/table1.csv") -> int:
-    """Write Table I (``slotmpe.results.table1.write_table1``) to ``out_csv`` and print it; returns 0."""
-    import csv
+def params_widths(
+    widths: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+) -> tuple[str, str]:
+    """The width preset of ``slotmpe params`` and where it came from: ``widths`` when given, else
+    ``model.widths`` of the workflow config ``config`` (default ``./config.yaml`` when there is
+    one; ``profile`` applied), else ``efficient`` (the package default)."""
+    import yaml
 
-    from slotmpe.results.table1 import write_table1
+    from slotmpe.config import load_config
+    from slotmpe.models import WIDTH_PRESETS
 
-    out = Path(out_csv)
-    write_table1(out)
-    with open(out, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if rows:
-        widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=False)).rstrip())
-    print(f"written to {out}")
+    if widths is not None:
+        source = "--widths"
+    else:
+        path = Path(config) if config is not None else Path("config.yaml")
+        if config is None and not path.is_file():
+            return "efficient", "the package default"
+        if not path.is_file():
+            raise CLIError(f"config file {path} does not exist")
+        try:
+            cfg = load_config(path, {"profile": profile} if profile else None)
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ConfigError is a ValueError
+            raise CLIError(f"config file {path}: {_one_line(exc)}") from exc
+        widths = str((cfg.get("model") or {}).get("widths", "efficient"))
+        source = f"model.widths of {path}" + (f" (profile {profile})" if profile else "")
+    if widths not in WIDTH_PRESETS:
+        raise CLIError(f"{source}: unknown width preset {widths!r}; known: "
+                       f"{', '.join(WIDTH_PRESETS)}")
+    return widths, source
+
+
+def run_params(
+    out_csv: str | os.PathLike[str] | None = None,
+    widths: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+) -> int:
+    """Print Table I (:func:`slotmpe.results.table1.build_table1`) of the width preset
+    (:func:`params_widths`) and, only when ``out_csv`` is given, write it there; returns 0.
+    Nothing else is written (the pipeline's ``results/table1.csv`` is its own)."""
+    from slotmpe.results.table1 import build_table1
+    from slotmpe.utils import atomic_path
+
+    preset, source = params_widths(widths, config, profile)
+    df = build_table1(preset)
+    rows = [list(df.columns)] + [[str(v) for v in r] for r in df.itertuples(index=False)]
+    cols = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, cols, strict=True)).rstrip())
+    print(f"width preset {preset} ({source})")
+    if out_csv is not None:
+        out = Path(out_csv)
+        with atomic_path(out) as tmp:
+            df.to_csv(tmp, index=False)
+        print(f"written to {out}")
     return 0
 
 
@@ -252,14 +294,17 @@ def run_evaluate(
     """Score a trained model on a folder dataset or manifest (:func:`slotmpe.generalisation.
     evaluate_dataset`), print the metrics and write ``metrics.json``; returns 0.
 
-    The model file is checked to be a slot model before any data is read. The feature cache in
-    ``work_dir`` is reused only while the data's files are unchanged (content hashes); the
-    previous ``metrics.json`` is deleted when the run starts, so a failed run leaves none.
+    The model file is checked to be a slot model before any data is read. ``work_dir`` (default
+    :func:`slotmpe.workdir.default_work_dir`; never inside the data) holds the feature cache,
+    reused only while the data's files are unchanged (content hashes), and one folder per model
+    with its ``metrics.json``; a second run on the same work dir at once is refused (lock). That
+    model's previous ``metrics.json`` is deleted when the run starts, so a failed run leaves none.
     """
     from slotmpe.generalisation import evaluate_dataset
     from slotmpe.models import CheckpointError, SlotMPE
     from slotmpe.models.io import require_kind
     from slotmpe.utils import set_threads
+    from slotmpe.workdir import WorkDirError, check_work_dir, default_work_dir, user_cache_root
 
     if not Path(model_path).is_file():
         raise CLIError(f"model {model_path} does not exist")
@@ -269,16 +314,26 @@ def run_evaluate(
         raise CLIError(_one_line(exc)) from exc
     if not Path(data).exists():
         raise CLIError(f"data {data} does not exist")
-    if threads:
-        set_threads(threads)
-    wd = Path(work_dir) if work_dir else Path("slotmpe_eval") / Path(data).resolve().stem
-    res = evaluate_dataset(
-        Path(model_path), Path(data), wd, split=split,
-        thresholds_path=Path(thresholds) if thresholds else None, tune=tune,
-        encoder_path=Path(encoder) if encoder else None, out_path=Path(out) if out else None,
-        device=None if device == "auto" else device, max_frames=max_frames or None,
-        progress=progress,
-    )
+    if work_dir is None:
+        wd = default_work_dir(Path(data))
+        if user_cache_root() in wd.parents:
+            print(f"work dir {wd} (the current folder lies inside the data)", file=sys.stderr)
+    else:
+        wd = Path(work_dir)
+    try:
+        check_work_dir(wd, Path(data))
+        if threads:
+            set_threads(threads)
+        res = evaluate_dataset(
+            Path(model_path), Path(data), wd, split=split,
+            thresholds_path=Path(thresholds) if thresholds else None, tune=tune,
+            encoder_path=Path(encoder) if encoder else None,
+            out_path=Path(out) if out else None,
+            device=None if device == "auto" else device, max_frames=max_frames or None,
+            progress=progress,
+        )
+    except WorkDirError as exc:
+        raise CLIError(_one_line(exc)) from exc
     keys = ("std_ap", "std_f1", "std_p", "std_r", "slot_ap", "slot_f1", "slot_p", "slot_r",
             "timbre_cos", "poly_std_acc", "poly_stem_acc")
     print(f"{res['exp']} (trained on {res.get('train_dataset')}) on {res.get('test_dataset')} "
@@ -287,7 +342,7 @@ def run_evaluate(
     for k in keys:
         v = res.get(k)
         print(f"  {k:14s} {'-' if v is None else f'{v:.4f}' if k == 'timbre_cos' else f'{v:.2f}'}")
-    print(f"written to {Path(out) if out else wd / 'metrics.json'}")
+    print(f"written to {res['metrics_path']}")
     return 0
 
 
@@ -496,14 +551,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser(
         "params",
-        help="write and print Table I: trainable parameters of the eight configurations",
-        description=("Count the trainable parameters of the eight configurations (1a..3c), write\n"
-                     "them beside the paper's counts and the difference in percent to OUT, and\n"
-                     "print the table."),
+        help="print Table I: trainable parameters of the eight configurations",
+        description=("Count the trainable parameters of the eight configurations (1a..3c) of a\n"
+                     "width preset and print them beside the paper's counts and the difference in\n"
+                     "percent. The preset: --widths, else model.widths of --config (default:\n"
+                     "./config.yaml if any), else efficient. Writes a CSV only with -o."),
+        epilog=f"example:\n  {PROG} params --widths wide -o table1_wide.csv",
         formatter_class=fmt,
     )
-    pp.add_argument("-o", "--out", default="results/table1.csv", metavar="OUT",
-                    help="CSV file to write (default: %(default)s)")
+    pp.add_argument("-o", "--out", default=None, metavar="OUT",
+                    help="also write the table to this CSV file (default: print only)")
+    pp.add_argument("--widths", default=None, metavar="PRESET",
+                    help="width preset, a key of slotmpe.models.WIDTH_PRESETS: efficient or wide "
+                         "(default: from the config)")
+    pp.add_argument("--config", default=None, metavar="FILE",
+                    help="workflow config whose model.widths is used (default: ./config.yaml if "
+                         "any)")
+    pp.add_argument("--profile", default=None, help="config profile (default: the config's own)")
 
     pe = sub.add_parser(
         "evaluate",
@@ -511,9 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
             "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
-            "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir;\n"
-            "the cache is reused only while DATA's files are unchanged (content hashes), and\n"
-            "the previous metrics.json is removed when a run starts (a failed run leaves none).\n"
+            "manifest.parquet. The manifest and feature cache go to --work-dir, never inside\n"
+            "DATA, with one folder per model (<exp>_<model hash>/metrics.json); the cache is\n"
+            "reused only while DATA's files are unchanged (content hashes). The model's previous\n"
+            "metrics.json is removed when a run starts (a failed run leaves none); a second run\n"
+            "on the same work dir at once stops with an error (lock).\n"
             "Thresholds: those tuned on the model's own validation split (thresholds.json beside\n"
             "the model), --thresholds FILE, or --tune on DATA's val split. Slot metrics need stems."
         ),
@@ -535,9 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="timbre encoder for timbre cos (default: results/{dataset}/timbre/"
                          "encoder.pt of the model's run, if present)")
     pe.add_argument("--work-dir", metavar="DIR", default=None,
-                    help="cache and output folder (default: slotmpe_eval/<DATA name>)")
+                    help="cache and output folder, outside DATA (default: ./slotmpe_eval/<DATA "
+                         "name>, or the user cache dir when run from inside DATA)")
     pe.add_argument("-o", "--out", metavar="FILE", default=None,
-                    help="metrics.json to write (default: WORK_DIR/metrics.json)")
+                    help="metrics.json to write (default: WORK_DIR/<exp>_<model hash>/"
+                         "metrics.json)")
     pe.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the model runs (default: %(default)s)")
     pe.add_argument("--max-frames", type=_non_negative_int, default=None, metavar="N",
@@ -622,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return run_export(args.model, args.out)
         if args.command == "params":
-            return run_params(args.out)
+            return run_params(args.out, args.widths, args.config, args.profile)
         if args.command == "info":
             return run_info()
         if args.command in ("findings", "publish-run"):

@@ -194,14 +194,21 @@ def _unknown_key_messages(error: Any, root: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def validate_config(config: Mapping[str, Any], schema: str | Path | Mapping[str, Any]) -> None:
-    """Check ``config`` against the JSON schema (``workflow/schemas/config.schema.yaml``).
+def validate_config(
+    config: Mapping[str, Any],
+    schema: str | Path | Mapping[str, Any],
+    check_devices: bool = True,
+) -> None:
+    """Check ``config`` against the JSON schema (``workflow/schemas/config.schema.yaml``), then
+    the values the schema cannot express (:func:`value_problems`).
 
     Raises :class:`ConfigError` listing every problem, one line each: an unknown key names the
     closest valid key (``seedz`` -> ``seeds``, ``max_epoch`` -> ``max_epochs``, a dataset's
     ``minuts`` -> ``minutes``, among the keys of that dataset's ``type``), any other violation
-    names the setting and jsonschema's message. ``config`` is not changed (Snakemake's
-    ``validate`` fills in the defaults afterwards).
+    names the setting and the problem. ``check_devices``: also refuse a ``train.device`` /
+    ``timbre.device`` this machine does not have (``cuda`` without CUDA); the workflow turns it
+    off on a cluster's submit host, whose jobs run elsewhere. ``config`` is not changed
+    (Snakemake's ``validate`` fills in the defaults afterwards).
     """
     import jsonschema
 
@@ -216,5 +223,129 @@ def validate_config(config: Mapping[str, Any], schema: str | Path | Mapping[str,
             messages += _unknown_key_messages(err, schema)
         else:
             messages.append(f"config: {_where(err.absolute_path)}: {err.message}")
+    if not messages:  # the value checks rely on the types the schema guarantees
+        messages += value_problems(config, check_devices)
     if messages:
         raise ConfigError("\n".join(dict.fromkeys(messages)))
+
+
+# --------------------------------------------------------------------------------------------
+# values the schema cannot express
+
+RANGE_KEYS = ("tempo_range", "gain_db_range", "velocity_range")
+"""``[low, high]`` settings of a dataset entry (the schema checks each bound on its own)."""
+SPLIT_TYPES = frozenset({"chamber", "electro", "folder"})
+"""Dataset types that draw their splits from ``val_fraction`` / ``test_fraction``."""
+
+
+def _split_defaults(kind: str) -> Mapping[str, Any]:
+    if kind == "folder":
+        from slotmpe.datasets.folder import DEFAULTS
+
+        return DEFAULTS
+    from slotmpe.datasets import embedded
+
+    return embedded.CHAMBER_DEFAULTS if kind == "chamber" else embedded.ELECTRO_DEFAULTS
+
+
+def _dataset_problems(name: str, entry: Mapping[str, Any]) -> list[str]:
+    """Reversed ``[low, high]`` ranges and split fractions that leave no training split."""
+    out = []
+    for key in RANGE_KEYS:
+        rng = entry.get(key)
+        if isinstance(rng, list) and len(rng) == 2 and rng[0] > rng[1]:
+            out.append(f"config: datasets.{name}.{key}: {rng} is reversed; give [low, high] "
+                       f"(e.g. {sorted(rng)})")
+    kind = entry.get("type")
+    if kind in SPLIT_TYPES and ("val_fraction" in entry or "test_fraction" in entry):
+        defaults = _split_defaults(str(kind))
+        val = float(entry.get("val_fraction", defaults["val_fraction"]))
+        test = float(entry.get("test_fraction", defaults["test_fraction"]))
+        if val + test >= 1.0:
+            out.append(f"config: datasets.{name}.val_fraction + test_fraction = {val:g} + "
+                       f"{test:g} = {val + test:g}: they must sum to less than 1 (the rest of "
+                       "the pieces is the train split)")
+    return out
+
+
+def trained_experiments(config: Mapping[str, Any]) -> list[str]:
+    """Experiments whose models the config's rows train (or reuse): every Table III and
+    extension row, the run it is derived from (:func:`slotmpe.experiments.training_experiment`)
+    and an extension's base; in table order."""
+    from slotmpe.experiments import ALL_EXPERIMENTS
+
+    names: set[str] = set()
+    for row in [*(config.get("table3_rows") or []), *(config.get("table3_ext_rows") or [])]:
+        e = ALL_EXPERIMENTS.get(str(row[0]))
+        if e is None:
+            continue
+        names |= {e.name, *(n for n in (e.derived_from, e.base) if n)}
+    return [n for n in ALL_EXPERIMENTS if n in names]
+
+
+def _metric_problems(config: Mapping[str, Any]) -> list[str]:
+    """``train.selection_metric`` / ``plateau_metric`` that a trained experiment does not log
+    (``pitch`` and ``total`` always exist; :func:`slotmpe.losses.logged_terms`)."""
+    train = config.get("train") or {}
+    keys = [(k, train.get(k)) for k in ("selection_metric", "plateau_metric")]
+    keys = [(k, str(v)) for k, v in keys if v is not None and str(v) not in ("pitch", "total")]
+    if not keys:
+        return []
+    from slotmpe.experiments import get_experiment
+    from slotmpe.losses import logged_terms
+
+    exps = trained_experiments(config)
+    logged = {e: set(logged_terms(get_experiment(e))) for e in exps}
+    common = [t for t in logged_terms(get_experiment(exps[0]))
+              if all(t in v for v in logged.values())] if exps else []
+    out = []
+    for key, value in keys:
+        missing = [e for e in exps if value not in logged[e]]
+        if missing:
+            out.append(f"config: train.{key}: {value!r} is not a validation column of experiment"
+                       f"(s) {', '.join(missing)}; use 'pitch', 'total' or a loss term every "
+                       f"trained experiment logs: {', '.join(common) or '(none)'}")
+    return out
+
+
+DEVICE_KEYS = ("train.device", "timbre.device")
+
+
+def _device_problems(config: Mapping[str, Any]) -> list[str]:
+    """Devices this machine does not have (``cuda``/``cuda:N`` without CUDA or that GPU,
+    ``mps`` without MPS); torch is imported only when such a device is named."""
+    out = []
+    for key in DEVICE_KEYS:
+        section, field = key.split(".")
+        dev = (config.get(section) or {}).get(field)
+        if not isinstance(dev, str) or dev in ("auto", "cpu"):
+            continue
+        import torch
+
+        if dev.startswith("cuda"):
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(dev.split(":")[1]) if ":" in dev else 0
+            if n == 0:
+                out.append(f"config: {key}: {dev!r} but CUDA is not available on this machine "
+                           f"(torch {torch.__version__}); use auto or cpu")
+            elif index >= n:
+                out.append(f"config: {key}: {dev!r} but this machine has {n} CUDA device(s)")
+        elif dev == "mps" and not torch.backends.mps.is_available():
+            out.append(f"config: {key}: 'mps' but MPS is not available on this machine; use "
+                       "auto or cpu")
+    return out
+
+
+def value_problems(config: Mapping[str, Any], check_devices: bool = True) -> list[str]:
+    """One message per value the schema lets through but a job would fail on: a reversed
+    ``[low, high]`` range of a dataset, split fractions that leave no training split, a
+    ``selection_metric`` / ``plateau_metric`` a trained experiment does not log, and (with
+    ``check_devices``) a device this machine lacks."""
+    out: list[str] = []
+    for name, entry in (config.get("datasets") or {}).items():
+        if isinstance(entry, Mapping):
+            out += _dataset_problems(str(name), entry)
+    out += _metric_problems(config)
+    if check_devices:
+        out += _device_problems(config)
+    return out

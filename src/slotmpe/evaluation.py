@@ -24,7 +24,7 @@ Note-level metrics (percent, defined in :mod:`slotmpe.metrics`): ``note_onset_f1
 ``note_onoff_f1`` (mixture), ``slot_note_onset_f1``, ``slot_note_onoff_f1`` (matched slots, pooled)
 and ``multi_instrument_f1``, plus ``n_ref_notes`` / ``n_est_notes`` (mixture). Estimated notes are
 made from the test probabilities at the tuned thresholds by the frame-to-note step of ``slotmpe
-transcribe`` (:func:`slotmpe.transcribe.notes.make_tracks`, default note options); reference
+transcribe`` (:func:`slotmpe.notes.make_tracks`, default :class:`~slotmpe.notes.NoteOptions`); reference
 notes are read from the notes files of the manifest beside the feature cache
 (``{feature_dir}/../manifest.parquet``, :class:`NoteReference`). Without that manifest the note
 metrics are ``null`` (logged); slot note metrics are ``null`` wherever slot metrics are.
@@ -32,8 +32,8 @@ metrics are ``null`` (logged); slot note metrics are ``null`` wherever slot metr
 ``per_file.csv`` (beside ``metrics.json``): per test file and output the counts ``tp, fp, fn`` at
 the tuned thresholds (see :func:`per_file_counts`): cells for ``mix`` and ``slot``, notes for the
 note outputs (``note_onset``, ``note_onoff``, ``slot_note_onset``, ``slot_note_onoff``,
-``multi_instrument``), so that :mod:`slotmpe.results.stats` computes seed and file statistics
-without rerunning inference.
+``multi_instrument``; layout in :mod:`slotmpe.per_file`), so that :mod:`slotmpe.results.stats`
+computes seed and file statistics without rerunning inference.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ from slotmpe import metrics as M
 from slotmpe.constants import MAX_SLOTS
 from slotmpe.experiments import Experiment, get_experiment
 from slotmpe.inference import DEFAULT_MAX_FRAMES, inference_frames, predict
+from slotmpe.notes import MIX, NoteOptions, activity_is_trained, make_tracks
+from slotmpe.per_file import NOTE_OUTPUTS, PER_FILE_COLUMNS, PER_FILE_NAME
 from slotmpe.postprocess import DuplicateCounter, postprocess_prediction, target_duplicate_counts
-from slotmpe.results.stats import NOTE_OUTPUTS, PER_FILE_NAME
 from slotmpe.utils import atomic_path, get_logger, resolve_device
 
 if TYPE_CHECKING:
@@ -227,8 +228,9 @@ class NoteReference:
 
 @dataclass(frozen=True)
 class NoteSettings:
-    """How estimated notes are made at test time: the tuned thresholds and transcribe's note
-    options (:class:`slotmpe.transcribe.options.TranscribeOptions`), and the reference."""
+    """How estimated notes are made at test time: the tuned thresholds with the default note
+    options of :class:`slotmpe.notes.NoteOptions` (those of ``slotmpe transcribe``), and the
+    reference."""
 
     reference: NoteReference
     mix_threshold: float
@@ -252,12 +254,10 @@ def file_note_counts(
             four families); piece_id: the file; settings: thresholds and reference.
     """
     from slotmpe.constants import FAMILIES
-    from slotmpe.transcribe.notes import MIX, activity_is_trained, make_tracks
-    from slotmpe.transcribe.options import TranscribeOptions
 
     ref_tracks, instruments, families, duration = settings.reference.piece(piece_id)
-    opts = TranscribeOptions(mix_threshold=settings.mix_threshold,
-                             slot_threshold=settings.slot_threshold)
+    opts = NoteOptions(mix_threshold=settings.mix_threshold,
+                       slot_threshold=settings.slot_threshold)
     with_slots = assignment is not None and "slots" in pred
     tracks = make_tracks(pred, opts, with_slots, exp, activity_is_trained(exp), duration)
 
@@ -371,14 +371,12 @@ def collect(
 def per_file_counts(res: SplitResults, t_mix: float, t_slot: float | None) -> pd.DataFrame:
     """One row per (file, output) of the pooled cells at the thresholds (``per_file.csv``).
 
-    Columns :data:`slotmpe.results.stats.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
+    Columns :data:`slotmpe.per_file.PER_FILE_COLUMNS`: ``file`` (piece id), ``output`` ``"mix"`` or
     ``"slot"`` (slot rows only for experiments with slots and a slot threshold), ``tp, fp, fn``
     (cells at the threshold; their sums over all files are the pooled Table III counts),
     ``n_frames`` and the ``threshold`` used.
     """
     import pandas as pd
-
-    from slotmpe.results.stats import PER_FILE_COLUMNS
 
     rows = []
     for i, (y, s) in enumerate(zip(res.mix.labels, res.mix.scores, strict=True)):

@@ -412,7 +412,7 @@ def _features(manifest: Path, work_dir: Path) -> Path:
 def evaluate_dataset(
     model_path: Path,
     data: Path,
-    work_dir: Path,
+    work_dir: Path | None = None,
     split: str = "test",
     thresholds_path: Path | None = None,
     tune: bool = False,
@@ -428,35 +428,80 @@ def evaluate_dataset(
         model_path: a trained ``model.pt``.
         data: a folder in the ``folder`` layout (:mod:`slotmpe.datasets.folder`) or a
             ``manifest.parquet``.
-        work_dir: where the manifest copy, feature cache, embeddings and outputs go.
+        work_dir: where the manifest copy and feature cache (shared by every model scored on the
+            same data) and one folder of outputs per model go (:mod:`slotmpe.workdir`); default
+            :func:`slotmpe.workdir.default_work_dir`. A folder inside ``data`` is refused.
         split: the split scored (``"all"``: every piece).
         thresholds_path: explicit thresholds; default ``thresholds.json`` beside the model
             (its training dataset's validation split), else 0.5 with a warning.
         tune: tune the thresholds on the data's ``val`` split instead (needs one).
         encoder_path: timbre encoder for ``timbre_cos``; default
             ``results/{train_ds}/timbre/encoder.pt`` found from the model's path, if present.
-        out_path: ``metrics.json`` (default ``work_dir/metrics.json``).
+        out_path: ``metrics.json`` (default ``<work_dir>/<exp>_<model hash>/metrics.json``,
+            :func:`slotmpe.workdir.model_run_dir`).
 
-    The feature cache under ``work_dir`` is reused only while the data are unchanged (content
-    hashes, :func:`input_fingerprint`). ``out_path`` and its ``per_file.csv`` are deleted at the
-    start, so after a failed run no earlier result is left in their place.
+    Returns the metrics, plus ``metrics_path`` (where they were written; not in the file). The
+    feature cache under ``work_dir`` is reused only while the data are unchanged (content
+    hashes, :func:`input_fingerprint`). A run holds the work dir's lock throughout; a second
+    run on the same work dir stops with :class:`slotmpe.workdir.WorkDirError`. ``out_path`` and
+    its ``per_file.csv`` are deleted once the inputs are checked, so after a failed run no
+    earlier result is left in their place.
     """
-    from slotmpe.evaluation import PER_FILE_NAME, _load_model, evaluate_model, tune_thresholds
+    from slotmpe.evaluation import _load_model
+    from slotmpe.per_file import PER_FILE_NAME
+    from slotmpe.workdir import (
+        check_work_dir,
+        default_work_dir,
+        mark_cache_dir,
+        model_run_dir,
+        work_dir_lock,
+    )
+
+    model_path, data = Path(model_path), Path(data)
+    work_dir = default_work_dir(data) if work_dir is None else Path(work_dir)
+    check_work_dir(work_dir, data)
+    _, exp, info = _load_model(model_path)
+    run_dir = model_run_dir(work_dir, model_path, exp.name)
+    mark_cache_dir(work_dir)
+    with work_dir_lock(work_dir):
+        # The outputs of an earlier run of this model go first: a run that fails leaves no
+        # metrics.json that could be taken for its result (a successful run writes them anew,
+        # atomically).
+        out_path = Path(out_path or run_dir / "metrics.json")
+        for old in (out_path, out_path.with_name(PER_FILE_NAME)):
+            old.unlink(missing_ok=True)
+        res = _evaluate_locked(model_path, data, work_dir, run_dir, exp, info, split,
+                               thresholds_path, tune, encoder_path, out_path, device, max_frames,
+                               progress)
+    res["metrics_path"] = str(out_path)
+    return res
+
+
+def _evaluate_locked(
+    model_path: Path,
+    data: Path,
+    work_dir: Path,
+    run_dir: Path,
+    exp: Any,
+    info: dict[str, Any],
+    split: str,
+    thresholds_path: Path | None,
+    tune: bool,
+    encoder_path: Path | None,
+    out_path: Path,
+    device: str | None,
+    max_frames: int | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The body of :func:`evaluate_dataset`, run while it holds the work dir's lock."""
+    from slotmpe.evaluation import evaluate_model, tune_thresholds
     from slotmpe.timbre import export_embeddings
 
-    model_path, work_dir = Path(model_path), Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    # The outputs of an earlier run go first: a run that fails leaves no metrics.json that could
-    # be taken for its result (a successful run writes them anew, atomically).
-    out_path = Path(out_path or work_dir / "metrics.json")
-    for old in (out_path, out_path.with_name(PER_FILE_NAME)):
-        old.unlink(missing_ok=True)
-    _, exp, info = _load_model(model_path)
-    manifest, name = _prepare_manifest(Path(data), work_dir, split)
+    manifest, name = _prepare_manifest(data, work_dir, split)
     feature_dir = _features(manifest, work_dir)
     eval_split = "test" if split == "all" else split
     if tune:
-        thresholds_path = work_dir / "thresholds.json"
+        thresholds_path = run_dir / "thresholds.json"
         tune_thresholds(model_path, feature_dir, thresholds_path, split="val",
                         device=device, max_frames=max_frames, progress=progress)
         source = f"{name} val"
@@ -468,7 +513,7 @@ def evaluate_dataset(
     else:
         log.warning("no thresholds.json beside %s: using 0.5 (pass --thresholds or --tune)",
                     model_path)
-        thresholds_path = work_dir / "thresholds_default.json"
+        thresholds_path = run_dir / "thresholds_default.json"
         with atomic_path(thresholds_path) as tmp:
             tmp.write_text(json.dumps({"mix": 0.5, "slots": None}) + "\n")
         source = "default 0.5"
@@ -482,7 +527,7 @@ def evaluate_dataset(
             log.warning("no timbre encoder found for %s: timbre_cos is not scored "
                         "(pass --encoder)", model_path)
         else:
-            emb = export_embeddings(Path(encoder_path), feature_dir, work_dir / "embeddings.parquet")
+            emb = export_embeddings(Path(encoder_path), feature_dir, run_dir / "embeddings.parquet")
     extra = _extra(str(info["dataset"]), name, source, stems)
     extra["split"] = split
     return evaluate_model(

@@ -49,7 +49,7 @@ Polyphony
 Notes (``mir_eval.transcription``, defaults: onset within 50 ms, pitch within 50 cents, offset
 within ``max(0.2 * reference duration, 50 ms)``)
     Estimated notes come from the probability maps at the tuned thresholds through the same
-    frame-to-note step as ``slotmpe transcribe`` (:func:`slotmpe.transcribe.notes.make_tracks`:
+    frame-to-note step as ``slotmpe transcribe`` (:func:`slotmpe.notes.make_tracks`:
     merge gaps, minimum length, slot activity, offsets clipped to the audio); reference notes are
     the dataset's notes files (pitched tracks, clipped to the audio, MIDI 23..94 as the rolls).
     Every note metric pools counts over files (:class:`NoteSet`, :func:`note_counts`):

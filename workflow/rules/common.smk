@@ -15,9 +15,12 @@ _resolved = apply_profile(config, workflow.config_settings.overwrite_config)
 config.clear()
 config.update(_resolved)
 
-# Unknown keys (typos) fail here, naming the closest valid key; Snakemake's validate then fills
-# in the defaults.
-validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+# Unknown keys (typos) and values a job would fail on (reversed ranges, a device this machine
+# lacks, ...) fail here, naming the key; Snakemake's validate then fills in the defaults. A
+# cluster's submit host (no local cores) skips the device check: its jobs run, and are checked,
+# on the nodes.
+validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
+                check_devices=workflow.global_resources["_nodes"].value is None)
 validate(config, "../schemas/config.schema.yaml")
 
 DATASETS = sorted(config["datasets"])

@@ -48,6 +48,9 @@ Rules (every violation raises :class:`~slotmpe.datasets.manifest.ManifestError` 
   differ), as a float WAV ``out_dir/audio/<piece>/mix.wav``. Stems of one piece whose lengths
   differ by at most ``DURATION_TOL_S`` are zero-padded for that sum (with a warning); larger
   differences are errors.
+* Subfolders starting with ``.`` or ``_`` and cache folders (a ``CACHEDIR.TAG`` inside, or the
+  name ``slotmpe_eval``: :mod:`slotmpe.workdir`) are not pieces; a cache folder is named in a
+  warning.
 * Splits: ``split.csv`` must name every piece; without it a seeded split by piece is drawn
   (``val_fraction``/``test_fraction``, at least one piece each, so at least three pieces).
 * A piece needs at least one pitched stem; notes may not end after the audio, nor have zero or
@@ -99,6 +102,7 @@ from slotmpe.datasets.manifest import (
 from slotmpe.datasets.splits import PieceInfo, assign_splits
 from slotmpe.midi import MidiError, read_midi_notes
 from slotmpe.utils import atomic_path, get_logger
+from slotmpe.workdir import DEFAULT_ROOT, is_cache_dir
 
 log = get_logger(__name__)
 
@@ -452,6 +456,10 @@ def build_folder(src: Path, out_dir: Path, cfg: dict[str, Any]) -> Path:
     piece_dirs = sorted(
         p for p in src.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
     )
+    for d in [d for d in piece_dirs if is_cache_dir(d)]:
+        log.warning("folder dataset %s: skipping %s, a cache folder (CACHEDIR.TAG or %s), not a "
+                    "piece", src, d.name, DEFAULT_ROOT)
+        piece_dirs.remove(d)
     if not piece_dirs:
         raise ManifestError(f"{src}: no piece subfolders")
     piece_ids = unique_ids(d.name for d in piece_dirs)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slotmpe.results.stats import PER_FILE_NAME
+from slotmpe.per_file import PER_FILE_NAME
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
@@ -106,8 +106,12 @@ def read_aliases(root: Path, default: Mapping[str, str] | None = None) -> dict[s
     """``paper_aliases`` of ``root/environment.json`` when it has them, else ``default``."""
     env = Path(root) / ENVIRONMENT_NAME
     if env.is_file():
-        data = json.loads(env.read_text())
-        if isinstance(data.get("paper_aliases"), dict):
+        try:
+            data = json.loads(env.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{env} is not valid JSON ({exc}); restore it from the published "
+                             "run, or delete it to take the aliases from --config") from None
+        if isinstance(data, dict) and isinstance(data.get("paper_aliases"), dict):
             return {str(k): str(v) for k, v in data["paper_aliases"].items()}
     return dict(default or {})
 

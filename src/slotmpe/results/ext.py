@@ -97,7 +97,8 @@ def build_table3_ext(
     ``metrics_paths``: ``metrics.json`` of every seed of every row and of its base, each with its
     ``per_file.csv`` beside it. ``ExtTableError`` when a row or its base has no run.
     """
-    from slotmpe.results.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+    from slotmpe.per_file import PER_FILE_NAME
+    from slotmpe.results.stats import paired_effect, read_per_file_runs
 
     runs = _runs(metrics_paths)
     recs = []

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slotmpe.results.stats import PER_FILE_NAME, paired_effect, read_per_file_runs
+from slotmpe.per_file import PER_FILE_NAME
+from slotmpe.results.stats import paired_effect, read_per_file_runs
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)

@@ -6,7 +6,8 @@ and ``results/table3_ext.*`` (:func:`paired_effect`).
 Inputs
     ``results/{ds}/{exp}/seed{seed}/per_file.csv``, written by
     :func:`slotmpe.evaluation.evaluate_model` beside ``metrics.json``, one row per (test file,
-    output) with columns :data:`PER_FILE_COLUMNS`. ``output`` is one of :data:`OUTPUTS`: ``"mix"``
+    output) with columns :data:`slotmpe.per_file.PER_FILE_COLUMNS`. ``output`` is one of
+    :data:`slotmpe.per_file.OUTPUTS`: ``"mix"``
     (standard MPE) and ``"slot"`` (the experiment's family- or stem-level slot metric) count
     (frame, pitch) cells at the tuned threshold; the note outputs (``note_onset``, ``note_onoff``,
     ``slot_note_onset``, ``slot_note_onoff``, ``multi_instrument``, defined in
@@ -52,13 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PER_FILE_NAME = "per_file.csv"
-PER_FILE_COLUMNS: tuple[str, ...] = ("file", "output", "tp", "fp", "fn", "n_frames", "threshold")
-FRAME_OUTPUTS: tuple[str, ...] = ("mix", "slot")
-NOTE_OUTPUTS: tuple[str, ...] = (
-    "note_onset", "note_onoff", "slot_note_onset", "slot_note_onoff", "multi_instrument",
-)
-OUTPUTS: tuple[str, ...] = FRAME_OUTPUTS + NOTE_OUTPUTS
+from slotmpe.per_file import OUTPUTS
 
 CI_TWO_LEVEL = "two-level paired bootstrap (seeds, files)"
 CI_FILES_ONLY = "paired file bootstrap, 1 seed (training randomness not covered)"
@@ -188,8 +183,9 @@ def paired_effect(
     """Effect ``F1(a) - F1(b)`` (points) with a two-level (seeds, files) paired bootstrap interval.
 
     Args:
-        a, b: per-file tables (:data:`PER_FILE_COLUMNS` + ``seed``) concatenated over seeds.
-        output: one of :data:`OUTPUTS`.
+        a, b: per-file tables (:data:`slotmpe.per_file.PER_FILE_COLUMNS` + ``seed``)
+            concatenated over seeds.
+        output: one of :data:`slotmpe.per_file.OUTPUTS`.
         n_resamples: bootstrap resamples; confidence: CI level; seed: bootstrap RNG seed;
         batch: resamples evaluated at once (memory ``~ 48 * batch * S * F`` bytes).
     """

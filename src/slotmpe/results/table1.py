@@ -27,9 +27,9 @@ def _flags(exp_name: str) -> str:
     return "+".join(on) if on else "-"
 
 
-def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
-    """Write ``table1.csv``: the eight configurations, our trainable parameters, the paper's, delta %,
-    and the capacity columns of :mod:`slotmpe.results.capacity`.
+def build_table1(widths: str = "efficient") -> pd.DataFrame:
+    """Table I of the width preset ``widths``: the eight configurations, our trainable parameters,
+    the paper's, delta %, and the capacity columns of :mod:`slotmpe.results.capacity`.
 
     Columns: ``exp, task, slots, matching, flags, params, paper_params, delta_pct`` where ``slots``
     is 0 for 1a (its slot head exists but is unused, as in the paper's Table I) and ``delta_pct =
@@ -52,7 +52,13 @@ def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
             **{k: cap[k] for k in ("params", "paper_params", "delta_pct", "widths", *COMPONENTS,
                                    "grad_params", "mflops")},
         })
-    df = pd.DataFrame.from_records(recs)
+    return pd.DataFrame.from_records(recs)
+
+
+def write_table1(out_csv: Path, widths: str = "efficient") -> pd.DataFrame:
+    """Write :func:`build_table1` of ``widths`` to ``out_csv`` (``table1.csv``, atomically) and
+    return it."""
+    df = build_table1(widths)
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df

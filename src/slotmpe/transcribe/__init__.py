@@ -21,7 +21,7 @@ along the steps:
    are stitched and turned into notes block by block (:mod:`~slotmpe.transcribe.chunked`), so
    memory does not grow with the file's length.
 4. :func:`~slotmpe.transcribe.notes.postprocess_probs`, the one post-processing step of the slot
-   probabilities, then notes (:mod:`~slotmpe.transcribe.notes`) for the mixture map and every
+   probabilities, then notes (:mod:`slotmpe.notes`, shared with the evaluation) for the mixture map and every
    *active* slot map, offsets clipped to the audio's duration.
    Then :mod:`~slotmpe.transcribe.naming`: the frequency range and the instrument names
    (:mod:`slotmpe.instruments`).
@@ -40,6 +40,24 @@ exists but is unused) give only the mixture track.
 
 from __future__ import annotations
 
+from slotmpe.notes import (
+    DEFAULT_ACTIVITY_THRESHOLD,
+    DEFAULT_MERGE_GAP_MS,
+    DEFAULT_MIN_NOTE_MS,
+    DEFAULT_THRESHOLD,
+    FRAME_SECONDS,
+    MIX,
+    Note,
+    Track,
+    activity_is_trained,
+    clip_notes,
+    make_tracks,
+    ms_to_gap_frames,
+    ms_to_min_frames,
+    notes_to_roll,
+    probs_to_notes,
+    slot_track_name,
+)
 from slotmpe.transcribe.core import (
     AUDIO_EXTENSIONS,
     TranscriptionResult,
@@ -50,30 +68,11 @@ from slotmpe.transcribe.core import (
     transcribe_cqt,
     transcribe_file,
 )
-from slotmpe.transcribe.notes import (
-    Note,
-    Track,
-    activity_is_trained,
-    clip_notes,
-    experiment_of,
-    make_tracks,
-    ms_to_gap_frames,
-    ms_to_min_frames,
-    notes_to_roll,
-    postprocess_probs,
-    probs_to_notes,
-    slot_track_name,
-)
+from slotmpe.transcribe.errors import TranscriptionError
+from slotmpe.transcribe.notes import experiment_of, postprocess_probs
 from slotmpe.transcribe.options import (
-    DEFAULT_ACTIVITY_THRESHOLD,
     DEFAULT_MAX_FRAMES,
-    DEFAULT_MERGE_GAP_MS,
-    DEFAULT_MIN_NOTE_MS,
-    DEFAULT_THRESHOLD,
-    FRAME_SECONDS,
-    MIX,
     TranscribeOptions,
-    TranscriptionError,
     read_thresholds,
     resolve_thresholds,
 )

@@ -38,9 +38,8 @@ import numpy as np
 
 from slotmpe.constants import MIDI_MIN, N_PITCHES
 from slotmpe.cqt import N_WIDE, log_compress
+from slotmpe.notes import FRAME_SECONDS, Note, probs_to_notes
 from slotmpe.stitching import SLOT_KEYS, align_slots, chunk_bounds, crossfade_weights
-from slotmpe.transcribe.notes import Note, probs_to_notes
-from slotmpe.transcribe.options import FRAME_SECONDS
 
 FRAME_KEYS: tuple[str, ...] = ("mix", "slots", "poly")  # frame-wise outputs (time on the last axis)
 

@@ -18,18 +18,18 @@ import numpy as np
 from slotmpe.audio import AudioError, audio_files, readable_audio_extensions
 from slotmpe.constants import SAMPLE_RATE
 from slotmpe.cqt import BLOCK_FRAMES, CONTEXT_FRAMES, cqt_magnitude_blocks, log_compress
-from slotmpe.transcribe.audio_input import input_stem, open_audio
-from slotmpe.transcribe.chunked import BlockNotes, CqtStore, n_chunks, stitched_blocks, trim_notes
-from slotmpe.transcribe.naming import finish_tracks
-from slotmpe.transcribe.notes import (
+from slotmpe.notes import (
     MIX,
     Track,
     make_tracks,
     ms_to_gap_frames,
     ms_to_min_frames,
-    postprocess_probs,
     slot_track_name,
 )
+from slotmpe.transcribe.audio_input import input_stem, open_audio
+from slotmpe.transcribe.chunked import BlockNotes, CqtStore, n_chunks, stitched_blocks, trim_notes
+from slotmpe.transcribe.naming import finish_tracks
+from slotmpe.transcribe.notes import postprocess_probs
 from slotmpe.transcribe.options import TranscribeOptions
 from slotmpe.transcribe.runners import Runner, as_runner
 from slotmpe.transcribe.writers import check_writable, write_output_files

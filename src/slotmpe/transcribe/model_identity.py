@@ -39,8 +39,8 @@ def model_identity(model_path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(model_path)
     unknown: dict[str, Any] = dict.fromkeys(IDENTITY_KEYS)
     if p.suffix.lower() == ".onnx":
+        from slotmpe.transcribe.errors import TranscriptionError
         from slotmpe.transcribe.onnx_runner import read_onnx_metadata
-        from slotmpe.transcribe.options import TranscriptionError
 
         try:
             info = read_onnx_metadata(p)

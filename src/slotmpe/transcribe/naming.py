@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from slotmpe.constants import FAMILIES, midi_to_hz
-from slotmpe.transcribe.notes import Track
-from slotmpe.transcribe.options import MIX, TranscribeOptions
+from slotmpe.notes import MIX, Track
+from slotmpe.transcribe.options import TranscribeOptions
 
 
 def prototypes_of(meta: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -219,7 +219,8 @@ def build_onnx(model: nn.Module, meta: dict[str, Any] | None = None,
     """
     from onnx import compose, helper
 
-    from slotmpe.transcribe.notes import activity_is_trained, experiment_of
+    from slotmpe.notes import activity_is_trained
+    from slotmpe.transcribe.notes import experiment_of
 
     model = model.eval().cpu()
     exp = experiment_of(model, meta or {})

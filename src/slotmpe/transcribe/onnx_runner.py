@@ -28,7 +28,7 @@ import numpy as np
 
 from slotmpe.cqt import hcqt_np
 from slotmpe.stitching import chunk_bounds, stitch
-from slotmpe.transcribe.options import TranscriptionError
+from slotmpe.transcribe.errors import TranscriptionError
 
 METADATA_KEY: str = "slotmpe"
 # Frames per stage call. Any length gives the same result (the halos cover the receptive fields);

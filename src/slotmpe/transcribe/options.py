@@ -10,27 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slotmpe.constants import HOP_LENGTH, SAMPLE_RATE
 from slotmpe.instruments import DEFAULT_MIN_SIMILARITY
+from slotmpe.notes import (
+    DEFAULT_ACTIVITY_THRESHOLD,
+    DEFAULT_MERGE_GAP_MS,
+    DEFAULT_MIN_NOTE_MS,
+    DEFAULT_THRESHOLD,
+)
+from slotmpe.transcribe.errors import TranscriptionError
 from slotmpe.utils import get_logger
 
 log = get_logger(__name__)
 
-MIX: str = "mix"  # value of the CSV ``slot`` column for mixture notes
-FRAME_SECONDS: float = HOP_LENGTH / SAMPLE_RATE  # 0.032 s per frame
-DEFAULT_THRESHOLD: float = 0.5  # used when thresholds.json is absent or lacks a key
-DEFAULT_ACTIVITY_THRESHOLD: float = 0.5
-DEFAULT_MIN_NOTE_MS: float = 96.0  # 3 frames
-DEFAULT_MERGE_GAP_MS: float = 64.0  # gaps of up to 2 frames are bridged
 # ``max_frames="default"`` means TRANSCRIBE_MAX_FRAMES (resolved at run time).
 DEFAULT_MAX_FRAMES: Literal["default"] = "default"
 TRANSCRIBE_MAX_FRAMES: int = 4096
 """Default chunk of ``transcribe`` (131 s): peak memory is set by one chunk, so it stays flat for
 longer files (issue 24); the evaluation keeps its longer limit (``eval.max_frames``)."""
-
-
-class TranscriptionError(RuntimeError):
-    """A problem with a model file or an output; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

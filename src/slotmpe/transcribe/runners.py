@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from slotmpe.transcribe.notes import activity_is_trained, experiment_of
-from slotmpe.transcribe.options import TranscriptionError
+from slotmpe.notes import activity_is_trained
+from slotmpe.transcribe.errors import TranscriptionError
+from slotmpe.transcribe.notes import experiment_of
 
 
 class Runner(Protocol):

@@ -42,21 +42,22 @@ import numpy as np
 
 from slotmpe.constants import MIDI_MIN, N_PITCHES
 from slotmpe.cqt import CONTEXT_FRAMES, N_WIDE, BlockCQT, log_compress
-from slotmpe.stitching import SLOT_KEYS, align_slots
-from slotmpe.transcribe.audio_input import BLOCK_SECONDS, input_stem, open_audio
-from slotmpe.transcribe.core import TranscriptionResult
-from slotmpe.transcribe.notes import (
+from slotmpe.notes import (
+    FRAME_SECONDS,
     MIX,
     Note,
     Track,
     clip_notes,
     ms_to_gap_frames,
     ms_to_min_frames,
-    postprocess_probs,
     slot_track_name,
     trim_to_duration,
 )
-from slotmpe.transcribe.options import FRAME_SECONDS, TranscribeOptions
+from slotmpe.stitching import SLOT_KEYS, align_slots
+from slotmpe.transcribe.audio_input import BLOCK_SECONDS, input_stem, open_audio
+from slotmpe.transcribe.core import TranscriptionResult
+from slotmpe.transcribe.notes import postprocess_probs
+from slotmpe.transcribe.options import TranscribeOptions
 from slotmpe.transcribe.runners import as_runner
 from slotmpe.transcribe.writers import write_outputs
 

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from slotmpe.constants import MIDI_MAX, MIDI_MIN
-from slotmpe.transcribe.notes import Note, Track
-from slotmpe.transcribe.options import FRAME_SECONDS, MIX, TranscriptionError
+from slotmpe.notes import FRAME_SECONDS, MIX, Note, Track
+from slotmpe.transcribe.errors import TranscriptionError
 from slotmpe.utils import atomic_path, ordinary_mode
 
 MIDI_RESOLUTION: int = 1000  # ticks per beat

@@ -147,10 +147,11 @@ def test_publish_then_findings_reproduces_the_tables_exactly(results: Path, tmp_
     assert {r["commit"] for r in env["seed_info"].values()} == {env["commit"]}
     status = (pub / "STATUS.md").read_text()  # seed 3 is planned and still to run
     assert "| 3 | to run | 0/6 |" in status and "| 0 | done | 6/6 |" in status
-    assert f"git -C {pub.parents[2]} worktree add" in status and env["commit"] in status
-    assert ("PYTHONPATH=$PWD/src snakemake --cores 2 results/table3.csv --config seeds='[3]'"
-            in status)
-    assert f"slotmpe publish-run {pub.parents[2].parent}" in status and f"--out {pub}" in status
+    co = env["checkout"]  # the run's worktree of the pinned commit, and how to recreate it
+    assert f"git -C {co['main']} worktree add --detach {co['worktree']} {env['commit']}" in status
+    assert f"cd {co['worktree']}\nPYTHONPATH=$PWD/src snakemake --cores 2 results/table3.csv " \
+        "--config seeds='[3]'\n" in status
+    assert f"slotmpe publish-run {co['worktree']}/results --out {pub}\n" in status
 
     # slotmpe findings on the published folder (aliases from its environment.json, no --config)
     check = tmp_path / "check"

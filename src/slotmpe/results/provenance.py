@@ -99,6 +99,21 @@ def commit_of(project: Path) -> tuple[str, bool]:
     return commit, bool(git(project, "status", "--porcelain", "--untracked-files=no"))
 
 
+def worktree_plan(project: Path, commit: str) -> tuple[Path, Path]:
+    """``(main checkout, worktree of the pinned commit)`` for a run made in ``project``.
+
+    A ``project`` that is itself a linked git worktree is the run's worktree (its main checkout
+    is where ``git worktree add`` recreates it); otherwise the worktree goes beside ``project``
+    as ``<name>-run-<short commit>``.
+    """
+    project = Path(project).resolve()
+    common = git(project, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    own = git(project, "rev-parse", "--path-format=absolute", "--git-dir")
+    if common and own and Path(common) != Path(own):
+        return Path(common).parent, project
+    return project, project.parent / f"{project.name}-run-{commit[:7]}"
+
+
 def find_config(tree: Path, explicit: str | Path | None = None) -> Path | None:
     """The workflow config of a ``results/`` tree: ``explicit`` (must exist), else
     ``config.yaml`` beside the tree, else at the root of its slotmpe checkout; ``None`` if none."""

@@ -23,7 +23,8 @@ then holds exactly the seeds its tables use.
 
 ``environment.json``: ``commit`` (of the slotmpe checkout that made the tree,
 :func:`slotmpe.results.provenance.project_for`; ``commit_short``, ``dirty``), ``config_file``,
-``profile``, ``config_sha256``, ``created`` / ``updated`` (UTC), ``results_dir``, ``cpu`` and
+``profile``, ``config_sha256``, ``created`` / ``updated`` (UTC), ``results_dir``, ``checkout``
+(the main checkout and the worktree of the pinned commit, for ``STATUS.md``), ``cpu`` and
 ``versions`` (of the latest publishing), ``paper_aliases`` (read back by ``slotmpe findings``),
 ``planned`` (``seeds`` and Table III ``rows`` of the config), ``seeds``, ``seed_info`` (per seed:
 commit, dirty, config digest, CPU (from the checkpoints, else the publishing machine), published,
@@ -63,6 +64,7 @@ from slotmpe.results.provenance import (
     find_config,
     load_run_config,
     project_for,
+    worktree_plan,
 )
 from slotmpe.results.stats import PER_FILE_NAME, read_per_file
 from slotmpe.utils import get_logger, ordinary_mode
@@ -303,6 +305,7 @@ def publish_run(
             if (results_dir / name).is_file():
                 _copy(results_dir / name, stage / name)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        main, worktree = worktree_plan(project, commit)
         bench = wall_times(results_dir.parent / "benchmarks" / "out"
                            if bench_dir is None else Path(bench_dir))
         machine = cpu_info()
@@ -330,7 +333,9 @@ def publish_run(
             "config_file": str(cfg_path), "profile": cfg.get("profile"),
             "profile_override": profile, "config_sha256": digest,
             "created": (old or {}).get("created") or now, "updated": now,
-            "results_dir": str(results_dir), "cpu": machine,
+            "results_dir": str(results_dir),
+            "checkout": {"main": str(main), "worktree": str(worktree)},
+            "cpu": machine,
             "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                          "slotmpe": slotmpe.__version__},
             "paper_aliases": aliases,

@@ -26,7 +26,11 @@ def _hours(seconds: float | None) -> str:
 
 
 def _paths(env: Mapping[str, Any], out: Path) -> tuple[Path | None, Path]:
-    """(the main checkout holding ``out``, the worktree of the pinned commit beside it)."""
+    """(the main checkout, the worktree of the pinned commit): ``env["checkout"]``, else guessed
+    from ``out`` (``<main>/docs/runs/<run>``)."""
+    co = env.get("checkout") or {}
+    if co.get("main") and co.get("worktree"):
+        return Path(co["main"]), Path(co["worktree"])
     out = Path(out).resolve()
     short = str(env.get("commit_short") or str(env.get("commit"))[:7])
     if out.parent.name == "runs" and out.parent.parent.name == "docs":
@@ -78,11 +82,11 @@ def render_status(env: Mapping[str, Any], out: Path) -> str:
             f"{_hours(rec.get('wall_s_total'))} | {_hours(rec.get('cpu_s_total'))} |")
 
     lines += ["\n## Commands\n",
-              "Once per machine: a worktree of the pinned commit, so that code work on the main "
-              "checkout does not change the run:\n",
+              "Once per machine (skip if the worktree exists): a worktree of the pinned commit, "
+              "so that code work on the main checkout does not change the run:\n",
               "```sh",
-              (f"git -C {shlex.quote(str(main))} worktree add {shlex.quote(str(wt))} {commit}"
-               if main else f"git worktree add {shlex.quote(str(wt))} {commit}"),
+              (f"git -C {shlex.quote(str(main))} worktree add --detach {shlex.quote(str(wt))} {commit}"
+               if main else f"git worktree add --detach {shlex.quote(str(wt))} {commit}"),
               "```\n"]
     pending = [s for s in seeds if todo[s] or s not in published]
     if not pending:

@@ -56,8 +56,8 @@ def test_table3_single_seed(tmp_path: Path) -> None:
     df = table3.write_table3(paths, ROWS, out_csv, out_md, out_vs, ALIASES)
     assert list(zip(df["exp"], df["dataset"], strict=True)) == EXPECTED_ORDER
     csv = pd.read_csv(out_csv, dtype={"exp": str})
-    assert list(csv.columns) == table3.paper_table3_columns() + ["n_seeds"]
-    assert (csv["n_seeds"] == 1).all()
+    assert list(csv.columns) == table3.paper_table3_columns() + ["n_seeds", "seeds"]
+    assert (csv["n_seeds"] == 1).all() and (csv["seeds"] == 0).all()
     # 1c chamber was written with base 11.0
     row = csv[(csv.exp == "1c") & (csv.dataset == "chamber")].iloc[0]
     assert row["std_ap"] == pytest.approx(11.0) and row["slot_f1"] == pytest.approx(6.5)
@@ -82,14 +82,16 @@ def test_table3_multiple_seeds(tmp_path: Path) -> None:
     out_csv, out_md, out_vs = _outputs(tmp_path)
     df = table3.write_table3(paths, rows, out_csv, out_md, out_vs, ALIASES)
     cols = table3.paper_table3_columns()
-    assert list(df.columns) == cols + ["n_seeds"] + [f"{c}_std" for c in cols[2:]]
+    assert list(df.columns) == (cols + ["n_seeds", "seeds"] + [f"{c}_std" for c in cols[2:]]
+                                + [f"{c}_spread" for c in cols[2:]])
     r = df.iloc[0]
-    assert r["n_seeds"] == 3
+    assert r["n_seeds"] == 3 and r["seeds"] == "0;1;2"
     assert r["std_ap"] == pytest.approx(12.0)
     assert r["std_ap_std"] == pytest.approx(2.0)  # sample std of 10, 12, 14
-    assert pd.isna(r["slot_ap"]) and pd.isna(r["slot_ap_std"])
+    assert r["std_ap_spread"] == pytest.approx(4.0)  # max - min of 10, 12, 14
+    assert pd.isna(r["slot_ap"]) and pd.isna(r["slot_ap_std"]) and pd.isna(r["slot_ap_spread"])
     assert df.iloc[1]["timbre_cos"] == pytest.approx(0.512)
-    assert "12.00 ± 2.00" in out_md.read_text()
+    assert "12.00 ± 2.00 (Δ 4.00)" in out_md.read_text()
 
 
 def test_table3_missing_metrics_file_is_an_error(tmp_path: Path) -> None:

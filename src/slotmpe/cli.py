@@ -432,7 +432,8 @@ def _similarity(text: str) -> float:
 def _add_alias_config_args(p: argparse.ArgumentParser) -> None:
     """``--config``/``--profile`` of the result-table commands (where the paper aliases come from)."""
     p.add_argument("--config", default=None, metavar="FILE",
-                   help="workflow config for the paper aliases (default: ./config.yaml if any)")
+                   help="workflow config (default: config.yaml beside the results/ tree, else at "
+                        "the root of its slotmpe checkout; never the current directory's)")
     p.add_argument("--profile", default=None, help="config profile (default: the config's own)")
 
 
@@ -621,8 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Rebuild findings.csv/.md, table3.csv/.md, table3_vs_paper.md, table3_notes.csv/.md\n"
             "and (where it has rows) table3_ext.csv/.md from the per-run files of DIR (a results/\n"
             "tree or a docs/runs/<run> folder) with the code the workflow uses, and print the\n"
-            "findings. Rows: DIR's own table3.csv / table3_ext.csv, else every run found. Dataset\n"
-            "aliases: DIR/environment.json, else --config."
+            "findings. Rows: DIR's own table3.csv / table3_ext.csv, else every run found. Seeds:\n"
+            "those DIR's tables use (environment.json of a published run, else table3.csv); a\n"
+            "published run's seeds must share commit and config. Dataset aliases:\n"
+            "DIR/environment.json, else the workflow config (--config). Written atomically."
         ),
         epilog=f"example:\n  {PROG} findings docs/runs/2025-01-01-abc1234 -o /tmp/check",
         formatter_class=fmt,
@@ -636,17 +639,21 @@ def build_parser() -> argparse.ArgumentParser:
         "publish-run",
         help="copy a results/ tree's tables and per-run files to docs/runs/<date>-<commit>/",
         description=(
-            "Assemble a published run from a finished results/ tree: the tables (csv + md), every\n"
-            "run folder's per_file.csv, metrics.json, thresholds.json and train_log.csv (no\n"
-            "models), and environment.json (commit, CPU model and flags, versions, precision and\n"
-            "threads from the checkpoints, seeds, wall time per rule from benchmarks/out/)."
+            "Add the seeds of a finished results/ tree (those its table3.csv used) to a published\n"
+            "run: every run folder's per_file.csv, metrics.json, thresholds.json and\n"
+            "train_log.csv (no models), the tables rebuilt from all the run's seeds,\n"
+            "environment.json (commit, config digest, CPU, versions, precision and threads from\n"
+            "the checkpoints, seeds, wall and CPU time per rule from benchmarks/out/) and\n"
+            "STATUS.md (seeds and rows done, the commands for the rest). A folder of another\n"
+            "commit or config is refused; the folder is replaced only when complete."
         ),
         epilog=f"example:\n  {PROG} publish-run results --out docs/runs/2025-01-01-abc1234",
         formatter_class=fmt,
     )
     pr.add_argument("results", metavar="RESULTS_DIR", help="a finished results/ tree")
     pr.add_argument("-o", "--out", default=None, metavar="DIR",
-                    help="published folder (default: docs/runs/<YYYY-MM-DD>-<short commit>)")
+                    help="published folder (default: the checkout's docs/runs/<date>-<short "
+                         "commit>, reusing an existing folder of that commit)")
     _add_alias_config_args(pr)
 
     sub.add_parser(

@@ -155,8 +155,11 @@ def build_findings(
     return pd.DataFrame.from_records(rows, columns=list(FINDINGS_COLUMNS))
 
 
-def render_findings_md(df: pd.DataFrame, dataset_aliases: Mapping[str, str] | None = None) -> str:
-    """Markdown rendering of :func:`build_findings`'s frame with the claims and the method."""
+def render_findings_md(
+    df: pd.DataFrame, dataset_aliases: Mapping[str, str] | None = None, seeds_note: str = ""
+) -> str:
+    """Markdown rendering of :func:`build_findings`'s frame with the claims and the method
+    (``seeds_note``: a Markdown section on the run's seeds appended at the end)."""
     aliases = dict(dataset_aliases or {})
     claims = {(f.name, f.exp_a, f.exp_b, f.metric): f.claim for f in FINDINGS}
     lines = [
@@ -195,7 +198,7 @@ def render_findings_md(df: pd.DataFrame, dataset_aliases: Mapping[str, str] | No
         )
     if df.empty:
         lines.append("| (no finding: the compared experiments are not configured) |||||||||||")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + seeds_note
 
 
 def write_findings(
@@ -204,12 +207,14 @@ def write_findings(
     out_md: Path,
     dataset_aliases: Mapping[str, str] | None = None,
     n_resamples: int = 2000,
+    seeds_note: str = "",
 ) -> pd.DataFrame:
-    """Read the per-file tables of every (exp, dataset) cell, write findings.csv/.md atomically."""
+    """Read the per-file tables of every (exp, dataset) cell, write findings.csv/.md atomically
+    (``seeds_note``: see :func:`render_findings_md`)."""
     per_file = {k: read_per_file_runs(v) for k, v in per_file_paths_by_cell.items() if v}
     df = build_findings(per_file, dataset_aliases, n_resamples=n_resamples)
     with atomic_path(Path(out_csv)) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_path(Path(out_md)) as tmp:
-        tmp.write_text(render_findings_md(df, dataset_aliases))
+        tmp.write_text(render_findings_md(df, dataset_aliases, seeds_note))
     return df

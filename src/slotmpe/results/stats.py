@@ -45,6 +45,7 @@ Paired effect (:func:`paired_effect`)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -111,9 +112,49 @@ def read_per_file(path: Path, seed: int | None = None) -> pd.DataFrame:
         if not (name.startswith("seed") and name[4:].isdigit()):
             raise StatsError(f"{path}: no seed given and the folder is not named seed<n>")
         seed = int(name[4:])
+    counted = [c for c in ("tp", "fp", "fn", "n_frames") if c in df.columns]
+    bad = df[counted].apply(pd.to_numeric, errors="coerce").isna().any(axis=1)
+    if bad.any():
+        raise StatsError(f"{path}: line {int(bad.idxmax()) + 2} lacks counts ({counted}): a "
+                         "cut-short write? re-run the evaluation")
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        ends_in_newline = fh.tell() == 0 or (fh.seek(-1, 2) >= 0 and fh.read(1) == b"\n")
+    if not ends_in_newline:
+        raise StatsError(f"{path}: the last line is cut short (no final newline): an "
+                         "interrupted write? re-run the evaluation")
+    _check_covers_metrics(df, path)
     if seed is not None:
         df["seed"] = int(seed)
     return df
+
+
+def _check_covers_metrics(df: pd.DataFrame, path: Path) -> None:
+    """Every output of ``path`` lists as many distinct files as its sibling ``metrics.json``
+    counts (``n_files``), and the mixture output is there; ``StatsError`` naming the file else.
+
+    A ``per_file.csv`` cut short by an interrupted write would otherwise silently change every
+    statistic computed from it. Without a sibling ``metrics.json`` (or its ``n_files``) nothing
+    is checked.
+    """
+    metrics = path.with_name("metrics.json")
+    if not metrics.is_file():
+        return
+    try:
+        n_files = json.loads(metrics.read_text()).get("n_files")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise StatsError(f"{metrics}: not a valid metrics file ({e})") from None
+    if not isinstance(n_files, int):
+        return
+    counts = df.groupby("output")["file"].nunique()
+    if "mix" not in counts.index:
+        raise StatsError(f"{path}: no 'mix' rows, but {metrics} counts {n_files} test files "
+                         "(a cut-short write?); re-run the evaluation")
+    short = {str(k): int(v) for k, v in counts.items() if int(v) != n_files}
+    if short:
+        raise StatsError(f"{path} does not cover the {n_files} test files that {metrics} "
+                         f"counts (files per output: {short}); a cut-short write? re-run the "
+                         "evaluation")
 
 
 def read_per_file_runs(paths: Iterable[Path]) -> pd.DataFrame:

@@ -6,11 +6,13 @@
     paper's Table III order; a dataset is placed (and compared) through ``dataset_aliases``
     (e.g. ``chamber -> urmp``, ``electro -> mshoxxdb``); rows without a counterpart in the paper
     follow in configured order. Columns are exactly those of ``reference/paper_table3.csv``
-    followed by ``n_seeds`` and, when any row has more than one seed, one ``<col>_std`` column per
-    metric (sample standard deviation, ``ddof=1``, :func:`slotmpe.results.stats.mean_std`; empty for
-    single-seed rows). Percentages have
-    two decimals, ``timbre_cos`` four. A metric that does not apply (``null`` in every seed) is
-    left empty; if only some seeds have it, the mean is over those seeds.
+    followed by ``n_seeds``, ``seeds`` (the seeds averaged, ``;``-separated) and, when any row has
+    more than one seed, one ``<col>_std`` column per metric (sample standard deviation, ``ddof=1``,
+    :func:`slotmpe.results.stats.mean_std`; empty for single-seed rows) and one ``<col>_spread``
+    column (the seed spread ``max - min``). Percentages have two decimals, ``timbre_cos`` four.
+    A metric that does not apply (``null`` in every seed) is left empty (``–`` in Markdown); if
+    only some seeds have it, the mean is over those seeds. A metric that is NaN in any seed (a
+    failed computation, not "does not apply") is written ``NaN`` in every output.
 """
 
 from __future__ import annotations
@@ -66,8 +68,21 @@ def paper_table3_columns() -> list[str]:
     return cols
 
 
+NAN_FLAG = "NaN"  # a metric that is NaN in some seed; "–" / empty means "does not apply"
+
+
 def _decimals(col: str) -> int:
-    return 4 if col.removesuffix("_std") in COS_COLUMNS else 2
+    return 4 if col.removesuffix("_std").removesuffix("_spread") in COS_COLUMNS else 2
+
+
+def _is_nan(v: object) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def seed_spread(values: Sequence[float | None]) -> float | None:
+    """``max - min`` of the non-missing values; ``None`` below two values."""
+    vals = [float(v) for v in values if v is not None and not _is_nan(v)]
+    return max(vals) - min(vals) if len(vals) > 1 else None
 
 
 def _read_metrics(path: Path) -> dict:
@@ -143,22 +158,35 @@ def build_table3(
     ordered = order_rows(wanted, dataset_aliases)
     n_max = max((len(by_row[r]) for r in ordered), default=0)
     records = []
-    for exp, ds in ordered:
+    nan_cells: set[tuple[int, str]] = set()
+    for i, (exp, ds) in enumerate(ordered):
         runs = list(by_row[(exp, ds)].values())
         rec: dict[str, object] = {"exp": exp, "dataset": ds}
-        stds: dict[str, object] = {}
+        extra_cols: dict[str, object] = {}
         for c in cols[2:]:
-            mean, std = mean_std([r.get(c) for r in runs])
+            values = [r.get(c) for r in runs]
+            if any(_is_nan(v) for v in values):
+                nan_cells.update((i, x) for x in (c, f"{c}_std", f"{c}_spread"))
+                log.warning("%s/%s: %s is NaN in some seed; flagged %s", exp, ds, c, NAN_FLAG)
+            mean, std = mean_std(values)
+            spread = seed_spread(values)
             rec[c] = None if mean is None else round(mean, _decimals(c))
-            stds[f"{c}_std"] = None if std is None else round(std, _decimals(c))
+            extra_cols[f"{c}_std"] = None if std is None else round(std, _decimals(c))
+            extra_cols[f"{c}_spread"] = None if spread is None else round(spread, _decimals(c))
         rec["n_seeds"] = len(runs)
+        rec["seeds"] = ";".join(str(s) for s in sorted(by_row[(exp, ds)], key=str))
         if n_max > 1:
-            rec.update(stds)
+            rec.update(extra_cols)
         records.append(rec)
-    out_cols = cols + ["n_seeds"] + ([f"{c}_std" for c in cols[2:]] if n_max > 1 else [])
+    out_cols = cols + ["n_seeds", "seeds"] + (
+        [f"{c}_std" for c in cols[2:]] + [f"{c}_spread" for c in cols[2:]] if n_max > 1 else [])
     df = pd.DataFrame.from_records(records, columns=out_cols)
     for c in out_cols[2:]:
-        df[c] = pd.to_numeric(df[c]) if c != "n_seeds" else df[c].astype(int)
+        if c == "n_seeds":
+            df[c] = df[c].astype(int)
+        elif c != "seeds":
+            df[c] = pd.to_numeric(df[c])
+    df.attrs["nan_cells"] = nan_cells
     return df
 
 
@@ -168,18 +196,28 @@ def _fmt(value: object, col: str) -> str:
     return f"{float(value):.{_decimals(col)}f}"
 
 
+def _is_flagged(df: pd.DataFrame, i: int, col: str) -> bool:
+    return (i, col) in df.attrs.get("nan_cells", set())
+
+
 def _md_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell if cell else "–" for cell in row) + " |" for row in body]
     return "\n".join(lines) + "\n"
 
 
-def _cell(row: pd.Series, col: str, with_std: bool) -> str:
+def _cell(row: pd.Series, col: str, with_std: bool, flagged: bool = False) -> str:
+    """``mean ± std (Δ spread)`` of one cell; ``NaN`` where flagged, empty where n/a."""
+    if flagged:
+        return NAN_FLAG
     text = _fmt(row[col], col)
     if text and with_std:
         s = _fmt(row.get(f"{col}_std"), col)
         if s:
             text += f" ± {s}"
+        d = _fmt(row.get(f"{col}_spread"), col)
+        if d:
+            text += f" (Δ {d})"
     return text
 
 
@@ -189,15 +227,17 @@ def render_table3_md(df: pd.DataFrame) -> str:
     header = ["Exp", "Dataset"] + [COLUMN_TITLES[c] for c in METRIC_COLUMNS] + ["Seeds"]
     body = [
         [str(r["exp"]), str(r["dataset"])]
-        + [_cell(r, c, with_std) for c in METRIC_COLUMNS]
+        + [_cell(r, c, with_std, _is_flagged(df, i, c)) for c in METRIC_COLUMNS]
         + [str(int(r["n_seeds"]))]
-        for _, r in df.iterrows()
+        for i, (_, r) in enumerate(df.iterrows())
     ]
     intro = (
         "# Table III (our runs)\n\n"
         "Standard MPE (mixture) and family/stem slot MPE: AP, F1, P, R in percent; timbre cos in "
         "0..1; polyphony accuracies in percent. Empty cells (–) do not apply to the experiment or "
-        "the dataset. Mean ± sample std over seeds where several seeds ran.\n\n"
+        f"the dataset; {NAN_FLAG} marks a metric that came out NaN (a failed computation). Mean ± "
+        "sample std over seeds where several seeds ran, with the seed spread (Δ = max - min over "
+        "seeds) beside it.\n\n"
     )
     return intro + _md_table(header, body)
 
@@ -209,7 +249,7 @@ def render_vs_paper_md(df: pd.DataFrame, dataset_aliases: dict[str, str] | None 
     with_std = any(c.endswith("_std") for c in df.columns)
     header = ["Exp", "Dataset (ours vs paper)"] + [COLUMN_TITLES[c] for c in METRIC_COLUMNS]
     body = []
-    for _, r in df.iterrows():
+    for i, (_, r) in enumerate(df.iterrows()):
         exp, ds = str(r["exp"]), str(r["dataset"])
         pds = aliases.get(ds, ds)
         has_paper = (exp, pds) in paper.index
@@ -222,7 +262,7 @@ def render_vs_paper_md(df: pd.DataFrame, dataset_aliases: dict[str, str] | None 
             label = f"{pname} (same dataset)"
         cells = []
         for c in METRIC_COLUMNS:
-            ours = _cell(r, c, with_std) or "–"
+            ours = _cell(r, c, with_std, _is_flagged(df, i, c)) or "–"
             theirs = _fmt(paper.loc[(exp, pds), c], c) if has_paper else ""
             cells.append(f"{ours} / {theirs or '–'}")
         body.append([exp, label] + cells)
@@ -256,8 +296,9 @@ def write_table3(
     df = build_table3(metrics_paths, rows, dataset_aliases)
     text = df.copy()  # per-column decimals (pandas' float_format is global)
     for c in text.columns[2:]:
-        if c != "n_seeds":
-            text[c] = [_fmt(v, c) for v in df[c]]
+        if c not in ("n_seeds", "seeds"):
+            text[c] = [NAN_FLAG if _is_flagged(df, i, c) else _fmt(v, c)
+                       for i, v in enumerate(df[c])]
     with atomic_path(out_csv) as tmp:
         text.to_csv(tmp, index=False)
     with atomic_path(out_md) as tmp:

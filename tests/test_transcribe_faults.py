@@ -472,3 +472,25 @@ def test_an_output_folder_that_cannot_be_made_fails_before_the_model(
     assert main(["transcribe", str(wav), "-m", str(tiny_3c), "-o", "/proc/new"]) == 1
     err = capsys.readouterr().err
     assert "/proc/new: output folder cannot be created" in err and "duet.wav" not in err
+
+
+def test_a_file_of_an_output_name_that_is_not_ours_is_never_removed(tmp_path: Path) -> None:
+    """Removing stale outputs must not remove the user's own song.png (album art, say) from a
+    folder transcribed into with --no-png: that set is refused, naming the file."""
+    from PIL import Image
+
+    from slotmpe.transcribe.notes import Note, Track
+    from slotmpe.transcribe.writers import is_own_output, write_output_files
+
+    tracks = [Track("mix", "mixture", [Note("mix", 0.1, 0.5, 60, 0.9)])]
+    out = tmp_path / "o"
+    write_output_files(out, "ours", tracks, 1.0, "ours.wav", sonify=True)
+    assert all(is_own_output(out / n) for n in ("ours.png", "ours.sonified.wav"))
+    art = out / "song.png"
+    Image.new("RGB", (8, 8)).save(art)
+    sf.write(out / "song.sonified.wav", np.zeros(100, dtype=np.float32), 44100)
+    assert not is_own_output(art) and not is_own_output(out / "song.sonified.wav")
+    before = art.read_bytes()
+    with pytest.raises(TranscriptionError, match="song.*not written by slotmpe"):
+        write_output_files(out, "song", tracks, 1.0, "song.wav", write_png=False)
+    assert art.read_bytes() == before and not (out / "song.mid").exists()

@@ -11,7 +11,9 @@ Every problem is one :class:`~slotmpe.audio.AudioError` line naming the file:
   ``.wav``): ``undecodable format`` with the format the name suggests and libsndfile's reason;
 * samples that are NaN/inf, or finite but beyond :data:`MAX_ABS_SAMPLE` (a float file with a peak
   of 3e38 overflows every later sum): ``values out of range`` with the peak;
-* an empty (0-byte or 0-sample) or silent file.
+* an empty (0-byte or 0-sample) or silent file;
+* a path that is no file: a dangling symbolic link, a link loop, a device (``/dev/urandom``), a
+  named pipe (pass its audio on stdin as ``-``) or a socket, each named as such.
 
 Standard input (``-``): libsndfile decodes WAV, RF64, AIFF and AU sequentially, so these are read
 from a pipe block by block as they arrive (live input: ``sox -d -t wav - | slotmpe transcribe -

@@ -24,7 +24,11 @@ metadata (``Title``, ``Description``).
 
 :func:`write_output_set` writes the files of one input to temporary names in the output folder and
 renames them into place only when all were written, restoring the previous files if a rename fails:
-either all outputs of an input are new, or none changed.
+either all outputs of an input are new, or none changed. The outputs of one name describe one
+input: optional outputs of that name from an earlier run that this one does not write (``song.png``
+after a rerun with ``--no-png``, ``song.sonified.wav`` of another ``song.wav``) are removed in the
+same step (:func:`write_output_files`); a file of such a name that is not one of these outputs is
+never removed, the set is refused instead.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ PNG_ROW_PX: int = 6  # least pixel rows per pitch
 PNG_LANE_PX: int = 2  # pixel rows per slot track inside a pitch row
 PNG_PX_PER_S: float = 50.0
 PNG_MAX_WIDTH: int = 4000
+PNG_LEGEND_START: str = "x: time,"  # how the legend (the PNG's Description text) begins
 SONIFY_SR: int = 22_050  # sample rate of the sonification WAV
 #: The outputs of one input ``<name>``, by kind: ``<name><suffix>`` (always MIDI and CSV).
 OUTPUT_SUFFIXES: dict[str, str] = {"midi": ".mid", "csv": ".notes.csv", "png": ".png",
@@ -156,7 +161,7 @@ def pianoroll_image(tracks: Sequence[Track], duration_s: float
             for n in tr.notes:
                 x0, x1 = x_span(n)
                 img[y_top(n.midi):y_top(n.midi) + row, x0:x1] = 215
-    legend = [f"x: time, {pps:.4g} px per second from 0 s; y: MIDI pitch {hi} (top) to {lo}, "
+    legend = [f"{PNG_LEGEND_START} {pps:.4g} px per second from 0 s; y: MIDI pitch {hi} (top) to {lo}, "
               f"{row} px per pitch; grey line under every C; vertical lines every {sec:g} s"]
     for i, tr in enumerate(slot_tracks):
         colour = TAB10[(int(tr.slot) - 1) % len(TAB10)]
@@ -355,6 +360,33 @@ def write_output_set(outputs: Sequence[tuple[Path, Callable[[Path], object]]],
     return [dest for dest, _ in outputs]
 
 
+def is_own_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (an optional output's name: ``.png``, ``.sonified.wav``,
+    ``.model_output.npz``) is a file these writers made: a PNG with their legend, a mono 16-bit
+    WAV at :data:`SONIFY_SR`, an NPZ with ``mix``, ``frame_times`` and ``midi``. Anything
+    unreadable is not."""
+    p = Path(path)
+    try:
+        if p.name.endswith(OUTPUT_SUFFIXES["png"]):
+            from PIL import Image
+
+            with Image.open(p) as im:
+                text = getattr(im, "text", {}) or {}
+                return str(text.get("Description", "")).startswith(PNG_LEGEND_START)
+        if p.name.endswith(OUTPUT_SUFFIXES["sonify"]):
+            import soundfile as sf
+
+            info = sf.info(str(p))
+            return (info.format, info.subtype, info.channels, info.samplerate) == (
+                "WAV", "PCM_16", 1, SONIFY_SR)
+        if p.name.endswith(OUTPUT_SUFFIXES["npz"]):
+            with np.load(p, allow_pickle=False) as z:
+                return {"mix", "frame_times", "midi"} <= set(z.files)
+    except Exception:  # PIL, libsndfile and zipfile raise their own types: not ours
+        return False
+    return False
+
+
 def output_paths(outdir: str | os.PathLike[str], base: str) -> dict[str, Path]:
     """Every output of one input named ``base``, by kind (:data:`OUTPUT_SUFFIXES`)."""
     return {kind: Path(outdir) / f"{base}{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()}
@@ -371,7 +403,9 @@ def write_output_files(outdir: Path, base: str, tracks: Sequence[Track], duratio
     The set describes one input: an optional output of the same name that this call does not
     write (``base.png`` of an earlier run without ``--no-png``, ``base.sonified.wav`` of another
     input with the same stem, ...) is removed in the same step; its path is appended to
-    ``removed`` when given."""
+    ``removed`` when given. A file of such a name that these writers did not make
+    (:func:`is_own_output`, e.g. the user's own ``song.png``) is never removed: the set is
+    refused with a :class:`TranscriptionError` naming it, and nothing is written."""
     every = output_paths(outdir, base)
     writers: dict[str, Callable[[Path], object]] = {
         "midi": lambda p: write_midi(p, tracks),
@@ -385,6 +419,12 @@ def write_output_files(outdir: Path, base: str, tracks: Sequence[Track], duratio
         writers["npz"] = lambda p: write_model_outputs(p, model_outputs)
     stale = [p for kind, p in every.items()
              if kind not in writers and (p.is_file() or p.is_symlink())]
+    for p in stale:
+        if p.is_file() and not is_own_output(p):  # a user's song.png is never removed
+            raise TranscriptionError(
+                f"{p}: exists, and was not written by slotmpe transcribe; it would lie beside "
+                f"the new outputs of {base} as if it were one of them: move it, or write to "
+                "another folder (-o)")
     write_output_set([(every[kind], w) for kind, w in writers.items()], remove=stale)
     if removed is not None:
         removed.extend(stale)

@@ -93,7 +93,11 @@ def test_probs_to_notes_rejects_bad_shape() -> None:
 # ------------------------------------------------------------------ thresholds
 
 
-def test_read_thresholds_is_robust(tmp_path: Path) -> None:
+def test_read_thresholds(tmp_path: Path) -> None:
+    """Tuned thresholds from thresholds.json; a damaged file is an error (issue 31, see
+    test_transcribe_faults.py), no longer a silent 0.5."""
+    from slotmpe.thresholds import ThresholdsError
+
     model = tmp_path / "model.pt"
     assert read_thresholds(model) == {}  # no file
     assert resolve_thresholds(model) == (0.5, 0.5, "default 0.5")
@@ -101,13 +105,15 @@ def test_read_thresholds_is_robust(tmp_path: Path) -> None:
     assert read_thresholds(model) == {"mix": 0.3, "slots": 0.25}
     assert resolve_thresholds(model)[:2] == (0.3, 0.25)
     assert resolve_thresholds(model, 0.7)[:2] == (0.7, 0.7)
-    (tmp_path / "thresholds.json").write_text(json.dumps({"mix": {"threshold": 0.4, "f1": 0.8}}))
+    (tmp_path / "thresholds.json").write_text(json.dumps({"mix": 0.4, "slots": None}))
     mix, slots, source = resolve_thresholds(model)
     assert (mix, slots) == (0.4, 0.5) and "partly" in source
     (tmp_path / "thresholds.json").write_text(json.dumps({"mix": "high", "slots": 7}))
-    assert read_thresholds(model) == {}
+    with pytest.raises(ThresholdsError, match="thresholds.json"):
+        read_thresholds(model)
     (tmp_path / "thresholds.json").write_text("{not json")
-    assert read_thresholds(model) == {}
+    with pytest.raises(ThresholdsError, match="not valid JSON"):
+        read_thresholds(model)
 
 
 # ------------------------------------------------------------------ tracks and writers

@@ -13,6 +13,7 @@ Exit status: 0 success, 1 failure (or any file of a batch failed), 2 command-lin
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -70,8 +71,10 @@ def run_transcribe(
     Writes ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png`` per input into ``outdir``.
     ``model_path`` is a ``.pt`` checkpoint (torch) or an ``.onnx`` export (onnxruntime, CPU; torch
     is then never imported). ``None`` options take the defaults of
-    :class:`slotmpe.transcribe.TranscribeOptions` (thresholds: ``thresholds.json`` beside the model
-    or embedded in the export, else 0.5). ``progress`` (default: when more than one file) shows a
+    :class:`slotmpe.transcribe.TranscribeOptions` (thresholds:
+    :func:`slotmpe.transcribe.resolve_thresholds`, one rule whichever file names the model:
+    ``threshold``, else ``thresholds.json`` beside the model, else those embedded in its ONNX
+    export, else 0.5 with a warning; a damaged ``thresholds.json`` is an error). ``progress`` (default: when more than one file) shows a
     tqdm bar on stderr. ``stream``: one input (a file or ``-`` for stdin) is transcribed block by
     block and every note is printed to stdout as a CSV row as soon as it is final
     (:mod:`slotmpe.transcribe.stream`). A ``.pt`` run on the CPU is replaced by its up-to-date
@@ -99,15 +102,18 @@ def run_transcribe(
             raise CLIError(f"{model_path}: ONNX models run on the CPU only (got --device {device})")
         dev = "cpu"
     else:
-        from slotmpe.utils import resolve_device, set_threads
+        from slotmpe.utils import resolve_device
 
         try:
             dev = resolve_device(device)
         except RuntimeError as exc:
             raise CLIError(_one_line(exc)) from exc
-        if threads:
-            set_threads(threads)
-    mix_thr, slot_thr, thr_source = tr.resolve_thresholds(model_path, threshold)
+    from slotmpe.thresholds import ThresholdsError
+
+    try:  # one rule for every way of naming the model; a damaged file stops here
+        mix_thr, slot_thr, thr_source = tr.resolve_thresholds(model_path, threshold)
+    except ThresholdsError as exc:
+        raise CLIError(f"{_one_line(exc)} (fix or remove it, or pass --threshold)") from exc
     try:
         options = tr.TranscribeOptions(
             mix_threshold=mix_thr,
@@ -136,13 +142,26 @@ def run_transcribe(
         out = tr.check_writable(outdir)  # before the model is loaded and run
         from slotmpe.transcribe.runners import load_model_fast
 
-        model, meta, _, note = load_model_fast(model_path, device=dev, threads=threads,
-                                               prefer_onnx=prefer_onnx)
+        model, meta, run_path, note = load_model_fast(model_path, device=dev, threads=threads,
+                                                      prefer_onnx=prefer_onnx)
     except tr.TranscriptionError as exc:
         raise CLIError(_one_line(exc)) from exc
     if note:
         print(note, file=sys.stderr)
-    files = [Path(inputs[0])] if stream else tr.find_audio_files(inputs)
+    if threads:
+        from slotmpe.utils import clamp_threads
+
+        if clamp_threads(threads) < threads:
+            print(f"--threads {threads}: using {clamp_threads(threads)}, the number of CPUs",
+                  file=sys.stderr)
+        if run_path.suffix.lower() != ".onnx":  # onnxruntime's sessions clamp the same way
+            from slotmpe.utils import set_threads
+
+            set_threads(threads)
+    skipped: list[str] = []
+    files = [Path(inputs[0])] if stream else tr.find_audio_files(inputs, skipped)
+    for line in skipped:
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
     if not files:
         raise CLIError("no audio files found in " + ", ".join(str(p) for p in inputs))
     print(
@@ -203,6 +222,7 @@ def run_transcribe(
 def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None
                ) -> int:
     """Export a ``.pt`` checkpoint to ONNX (default: the same path with ``.onnx``); returns 0."""
+    from slotmpe.thresholds import ThresholdsError
     from slotmpe.transcribe import TranscriptionError
     from slotmpe.transcribe.onnx_export import export_onnx
 
@@ -211,7 +231,7 @@ def run_export(model_path: str | os.PathLike[str], out_path: str | os.PathLike[s
         raise CLIError(f"{out}: the output file must end in .onnx")
     try:
         export_onnx(model_path, out)
-    except TranscriptionError as exc:
+    except (TranscriptionError, ThresholdsError) as exc:
         raise CLIError(_one_line(exc)) from exc
     print(f"exported {model_path} -> {out}", file=sys.stderr)
     return 0
@@ -403,8 +423,8 @@ def _probability(text: str) -> float:
 
 def _non_negative(text: str) -> float:
     v = _number(text, float)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    if not (math.isfinite(v) and v >= 0):  # nan and inf would fail per file, after the model ran
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return v
 
 
@@ -417,8 +437,8 @@ def _non_negative_int(text: str) -> int:
 
 def _positive(text: str) -> float:
     v = _number(text, float)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return v
 
 
@@ -490,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_probability, default=None, metavar="FLOAT",
                    help="note threshold on frame probabilities for the mixture and the slots "
                         "(default: the tuned values in thresholds.json beside the model, else "
-                        f"{tr.DEFAULT_THRESHOLD:g})")
+                        "those embedded in its ONNX export, else "
+                        f"{tr.DEFAULT_THRESHOLD:g} with a warning)")
     p.add_argument("--activity-threshold", type=_probability, default=None, metavar="FLOAT",
                    help="slots whose activity probability is below this are dropped "
                         f"(default: {tr.DEFAULT_ACTIVITY_THRESHOLD:g})")
@@ -510,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "slotmpe.transcribe.options.TRANSCRIBE_MAX_FRAMES; model memory is also "
                         "bounded internally by its own exact time chunking)")
     p.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
-                   help="CPU threads for torch or onnxruntime (default: their default)")
+                   help="CPU threads for torch or onnxruntime, at most the number of CPUs "
+                        "(default: their default)")
     p.add_argument("--no-png", action="store_true", help="do not write the piano-roll PNG")
     p.add_argument("--minimum-frequency", type=_positive, default=None, metavar="HZ",
                    help="drop notes whose pitch lies below this frequency (Hz)")

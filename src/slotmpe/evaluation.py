@@ -460,15 +460,10 @@ def tune_thresholds(
 
 
 def _read_thresholds(path: Path) -> dict[str, Any]:
-    try:
-        th = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"thresholds file {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"thresholds file {path} is not valid JSON: {e}") from None
-    if not isinstance(th, dict) or not isinstance(th.get("mix"), int | float):
-        raise ValueError(f"thresholds file {path} lacks a numeric 'mix' threshold")
-    return th
+    """``thresholds.json`` checked by the one validator that ``transcribe`` uses too."""
+    from slotmpe.thresholds import read_thresholds_file
+
+    return read_thresholds_file(path)
 
 
 def evaluate_model(

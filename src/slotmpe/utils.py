@@ -96,11 +96,16 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
+def clamp_threads(threads: int) -> int:
+    """``threads`` limited to ``[1, cpu_count]``: what torch and onnxruntime are given."""
+    return max(1, min(int(threads), os.cpu_count() or 1))
+
+
 def set_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads to ``min(threads, cpu_count)``; returns the number used."""
+    """Set torch's intra-op threads to ``min(threads, cpu_count)`` (all CPUs when ``threads`` is
+    None or < 1); returns the number used."""
     import torch
 
-    n_cpu = os.cpu_count() or 1
-    n = n_cpu if not threads or threads < 1 else min(int(threads), n_cpu)
+    n = (os.cpu_count() or 1) if not threads or threads < 1 else clamp_threads(threads)
     torch.set_num_threads(n)
     return n

@@ -27,7 +27,13 @@ along the steps:
    (:mod:`slotmpe.instruments`).
 5. :mod:`~slotmpe.transcribe.writers`: ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png``
    (and ``<name>.sonified.wav``, ``<name>.model_output.npz`` on request), written as one set (all
-   or none) after checking that the output folder is writable.
+   or none; optional outputs of the same name left by an earlier run are removed with it) after
+   checking that the output folder can be created and written.
+
+Thresholds (:func:`~slotmpe.transcribe.options.resolve_thresholds`) follow one rule whichever file
+names the model: ``--threshold``, else the model's ``thresholds.json`` (checked by
+:mod:`slotmpe.thresholds`; a damaged one is an error), else those embedded in its ONNX export, else
+0.5 with a warning.
 
 :mod:`~slotmpe.transcribe.stream` transcribes block by block with bounded latency
 (``slotmpe transcribe --stream``).
@@ -62,6 +68,7 @@ from slotmpe.transcribe.core import (
     AUDIO_EXTENSIONS,
     TranscriptionResult,
     audio_cqt,
+    broken_links,
     find_audio_files,
     output_names,
     transcribe_audio,
@@ -73,8 +80,11 @@ from slotmpe.transcribe.notes import experiment_of, postprocess_probs
 from slotmpe.transcribe.options import (
     DEFAULT_MAX_FRAMES,
     TranscribeOptions,
+    embedded_thresholds,
     read_thresholds,
     resolve_thresholds,
+    thresholds_beside,
+    tuned_thresholds,
 )
 from slotmpe.transcribe.runners import as_runner, load_model, load_torch_model
 from slotmpe.transcribe.writers import (
@@ -82,6 +92,8 @@ from slotmpe.transcribe.writers import (
     MIDI_RESOLUTION,
     MIDI_TEMPO,
     check_writable,
+    is_own_output,
+    output_paths,
     plot_pianoroll,
     read_notes_csv,
     velocity_of,
@@ -95,11 +107,12 @@ __all__ = [
     "AUDIO_EXTENSIONS", "DEFAULT_ACTIVITY_THRESHOLD", "DEFAULT_MAX_FRAMES", "DEFAULT_MERGE_GAP_MS",
     "DEFAULT_MIN_NOTE_MS", "DEFAULT_PROGRAM", "DEFAULT_THRESHOLD", "FRAME_SECONDS", "MIDI_RESOLUTION",
     "MIDI_TEMPO", "MIX", "Note", "Track", "TranscribeOptions", "TranscriptionError",
-    "TranscriptionResult", "activity_is_trained", "as_runner", "audio_cqt", "check_writable",
-    "clip_notes", "experiment_of", "find_audio_files", "load_model", "load_torch_model",
-    "make_tracks", "ms_to_gap_frames", "ms_to_min_frames", "notes_to_roll", "output_names",
-    "plot_pianoroll", "postprocess_probs", "probs_to_notes", "read_notes_csv", "read_thresholds",
-    "resolve_thresholds", "slot_track_name", "transcribe_audio", "transcribe_cqt",
-    "transcribe_file", "velocity_of", "write_midi", "write_notes_csv", "write_output_set",
-    "write_outputs",
+    "TranscriptionResult", "activity_is_trained", "as_runner", "audio_cqt", "broken_links",
+    "check_writable", "clip_notes", "embedded_thresholds", "experiment_of", "find_audio_files",
+    "is_own_output", "load_model", "load_torch_model", "make_tracks", "ms_to_gap_frames",
+    "ms_to_min_frames", "notes_to_roll", "output_names", "output_paths", "plot_pianoroll",
+    "postprocess_probs", "probs_to_notes", "read_notes_csv", "read_thresholds",
+    "resolve_thresholds", "slot_track_name", "thresholds_beside", "transcribe_audio",
+    "transcribe_cqt", "transcribe_file", "tuned_thresholds", "velocity_of", "write_midi",
+    "write_notes_csv", "write_output_set", "write_outputs",
 ]

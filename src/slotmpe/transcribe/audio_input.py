@@ -11,7 +11,9 @@ Every problem is one :class:`~slotmpe.audio.AudioError` line naming the file:
   ``.wav``): ``undecodable format`` with the format the name suggests and libsndfile's reason;
 * samples that are NaN/inf, or finite but beyond :data:`MAX_ABS_SAMPLE` (a float file with a peak
   of 3e38 overflows every later sum): ``values out of range`` with the peak;
-* an empty (0-byte or 0-sample) or silent file.
+* an empty (0-byte or 0-sample) or silent file;
+* a path that is no file: a dangling symbolic link, a link loop, a device (``/dev/urandom``), a
+  named pipe (pass its audio on stdin as ``-``) or a socket, each named as such.
 
 Standard input (``-``): libsndfile decodes WAV, RF64, AIFF and AU sequentially, so these are read
 from a pipe block by block as they arrive (live input: ``sox -d -t wav - | slotmpe transcribe -
@@ -26,8 +28,10 @@ frames the header announces, a warning names the input and both durations.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -254,6 +258,30 @@ def _quiet_c_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _missing(p: Path) -> str:
+    """Why ``p`` (for which ``exists()`` is False) cannot be opened: absent, a dangling link or a
+    link loop."""
+    if not p.is_symlink():
+        return "audio file does not exist"
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop, not an audio file"
+    return f"is a broken symbolic link (its target {os.readlink(p)} does not exist)"
+
+
+def _special_file(p: Path) -> str:
+    """What ``p`` is when it exists but is neither a folder nor a regular file."""
+    mode = p.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return ("is a pipe, not a regular file; pass a pipe's audio on standard input as '-' "
+                "instead")
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device"
+            if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    return f"is {kind}, not an audio file"
+
+
 def open_audio(path: str | os.PathLike[str], stdin: BinaryIO | None = None) -> AudioSource:
     """Open ``path`` (``"-"``: standard input, any format soundfile reads; see the module
     docstring) for block-wise reading; raises :class:`AudioError` (one line naming the file) when it cannot."""
@@ -262,9 +290,11 @@ def open_audio(path: str | os.PathLike[str], stdin: BinaryIO | None = None) -> A
         return _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
     p = Path(path)
     if not p.exists():
-        raise AudioError(f"{p}: audio file does not exist")
+        raise AudioError(f"{p}: {_missing(p)}")
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, not an audio file")
+    if not p.is_file():  # st_size is 0 for these: "empty" would name the wrong problem
+        raise AudioError(f"{p}: {_special_file(p)}")
     if p.stat().st_size == 0:
         raise AudioError(f"{p}: file is empty (0 bytes)")
     try:

@@ -6,6 +6,7 @@ path ends with :func:`slotmpe.transcribe.naming.finish_tracks` (frequency range,
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from slotmpe.audio import AudioError, audio_files, readable_audio_extensions
+from slotmpe.audio import AudioError, audio_files, is_audio_file, readable_audio_extensions
 from slotmpe.constants import SAMPLE_RATE
 from slotmpe.cqt import BLOCK_FRAMES, CONTEXT_FRAMES, cqt_magnitude_blocks, log_compress
 from slotmpe.notes import (
@@ -53,6 +54,8 @@ class TranscriptionResult:
     thresholds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the whole call
     paths: dict[str, Path] = field(default_factory=dict)  # every file written, by kind
+    # outputs of the same name from an earlier run that this set does not replace (removed)
+    removed: list[Path] = field(default_factory=list)
 
     @property
     def active_slots(self) -> list[int]:
@@ -74,20 +77,45 @@ class TranscriptionResult:
             f"{self.audio_path.name}: {self.duration_s:.1f} s, {mix} mixture notes"
             + (f"; {len(self.active_slots)} active slots ({slots})" if slots else "")
             + f" -> {self.midi_path}"
+            + (f" (removed the earlier {', '.join(p.name for p in self.removed)})"
+               if self.removed else "")
         )
 
 
 
-def find_audio_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+def broken_links(folder: str | os.PathLike[str]) -> list[str]:
+    """One line per symbolic link in ``folder`` that a directory argument would have picked (an
+    audio extension, not hidden) but that leads nowhere: a dangling link or a link loop."""
+    out = []
+    for p in sorted(Path(folder).iterdir()):
+        if not p.is_symlink() or p.name.startswith(".") or not is_audio_file(p) or p.exists():
+            continue
+        try:
+            os.stat(p)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                out.append(f"{p}: skipped, a symbolic link loop")
+                continue
+        out.append(f"{p}: skipped, a broken symbolic link (its target {os.readlink(p)} does "
+                   "not exist)")
+    return out
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike[str]],
+                     skipped: list[str] | None = None) -> list[Path]:
     """Expand directories into their audio files (sorted, non-recursive, by extension).
 
     Files given explicitly are kept whatever their extension (a bad one fails later, on its own).
+    Dangling symbolic links and link loops in a directory are left out; a line for each is
+    appended to ``skipped`` when given (:func:`broken_links`).
     """
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             out.extend(audio_files(p))
+            if skipped is not None:
+                skipped.extend(broken_links(p))
         else:
             out.append(p)
     return out
@@ -234,9 +262,10 @@ def transcribe_file(
             tracks = finish_tracks(tracks, probs, runner.experiment, meta, options)
     finally:
         store.close()
+    removed: list[Path] = []
     paths = write_output_files(out, name or src.stem, tracks, duration, src.name,
                                options.write_png, options.sonify,
-                               probs if options.save_model_outputs else None)
+                               probs if options.save_model_outputs else None, removed=removed)
     activity = probs.get("activity")
     return TranscriptionResult(
         audio_path=src,
@@ -251,9 +280,10 @@ def transcribe_file(
                     "activity": options.activity_threshold},
         seconds=time.perf_counter() - t_start,
         paths=paths,
+        removed=removed,
     )
 
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioError", "MIX", "TranscriptionResult", "audio_cqt",
-           "find_audio_files", "output_names", "transcribe_audio", "transcribe_cqt",
+           "broken_links", "find_audio_files", "output_names", "transcribe_audio", "transcribe_cqt",
            "transcribe_file"]

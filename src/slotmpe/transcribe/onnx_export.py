@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from slotmpe.transcribe.model_identity import identity_of_meta
-from slotmpe.transcribe.options import read_thresholds
+from slotmpe.transcribe.options import thresholds_beside
 from slotmpe.utils import atomic_path
 
 ONNX_OPSET: int = 17
@@ -295,14 +295,17 @@ def export_onnx(model_path: str | os.PathLike[str], out_path: str | os.PathLike[
 
     The tuned thresholds (``thresholds.json`` beside the checkpoint), the checkpoint's identity and
     its instrument prototypes are embedded in the metadata; the thresholds are also copied beside ``out_path`` when that folder has no ``thresholds.json`` yet. Raises
-    :class:`TranscriptionError` for a checkpoint that cannot be loaded.
+    :class:`TranscriptionError` for a checkpoint that cannot be loaded and
+    :class:`slotmpe.thresholds.ThresholdsError` for a damaged ``thresholds.json``.
     """
     import onnx
 
     from slotmpe.transcribe.runners import checkpoint_identity, load_torch_model
 
     model, meta = load_torch_model(model_path)
-    thresholds = read_thresholds(model_path)
+    # the checkpoint's own thresholds.json (a damaged one is an error naming it)
+    thresholds = {k: v for k, v in (thresholds_beside(model_path) or {}).items()
+                  if v is not None}
     onnx_model = build_onnx(model, meta, thresholds, checkpoint_identity(model_path))
     out = Path(out_path)
     with atomic_path(out) as tmp:

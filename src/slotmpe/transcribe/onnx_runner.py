@@ -29,6 +29,7 @@ import numpy as np
 from slotmpe.cqt import hcqt_np
 from slotmpe.stitching import chunk_bounds, stitch
 from slotmpe.transcribe.errors import TranscriptionError
+from slotmpe.utils import clamp_threads
 
 METADATA_KEY: str = "slotmpe"
 # Frames per stage call. Any length gives the same result (the halos cover the receptive fields);
@@ -62,7 +63,9 @@ def _session_options(threads: int | None) -> Any:
     # the other threads (and processes) need
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
-        so.intra_op_num_threads = int(threads)
+        # at most one thread a CPU, as the torch path (slotmpe.utils.set_threads): more only
+        # oversubscribes (--threads 4000 took 22.7 s and 1 GB; 100000 hung)
+        so.intra_op_num_threads = clamp_threads(threads)
         so.inter_op_num_threads = 1
     return so
 
@@ -98,6 +101,13 @@ class OnnxModel:
             raise TranscriptionError(f"{p}: cannot load ONNX model ({_first_line(exc)})") from exc
         self.path = p
         self.info = _metadata(self.session, p)
+        try:
+            self._setup(chunk_frames)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TranscriptionError(f"{p}: incomplete slotmpe metadata ({exc!r})") from exc
+
+    def _setup(self, chunk_frames: int) -> None:
+        """Read the stage settings from :attr:`info` (KeyError/TypeError/ValueError if damaged)."""
         self.uses_slots = bool(self.info.get("uses_slots"))
         self.experiment = self.info.get("experiment")
         self.has_poly = bool(self.info.get("has_poly"))

@@ -155,12 +155,22 @@ def load_model_fast(path: str | os.PathLike[str], device: str = "cpu",
                     ) -> tuple[Any, dict[str, Any], Path, str]:
     """``(model, meta, path run, message)``: :func:`load_model` of ``path``, except that a ``.pt``
     checkpoint run on the CPU is replaced by its up-to-date sibling ``.onnx``
-    (:func:`sibling_onnx`) whose recorded identity matches the checkpoint. ``message`` says which
-    file runs and why (empty when ``path`` runs as given without a sibling to mention)."""
+    (:func:`sibling_onnx`) whose recorded identity matches the checkpoint. A sibling that is
+    stale, from another checkpoint or unreadable (truncated, empty, not an ONNX file) is skipped
+    and the checkpoint runs. ``message`` says which file runs and why (empty when ``path`` runs as
+    given without a sibling to mention)."""
     p = Path(path)
     onnx_path, why = (sibling_onnx(p) if prefer_onnx and device == "cpu" else (None, ""))
     if onnx_path is not None:
-        model, meta = load_model(onnx_path, "cpu", threads)
+        try:
+            model, meta = load_model(onnx_path, "cpu", threads)
+        except TranscriptionError as exc:  # truncated, empty, random bytes, not an export
+            # the user named the checkpoint: the damaged export is skipped like a stale one
+            reason = str(exc).removeprefix(f"{onnx_path}: ")
+            why = (f"{onnx_path} (picked automatically beside {p.name}) is unreadable "
+                   f"({reason}); rerun 'slotmpe export {p}' to rebuild it, or pass --no-onnx")
+            model, meta = load_model(p, device, threads)
+            return model, meta, p, f"{why}; running {p} with torch"
         recorded = (meta.get("source") or {}).get("identity") or {}
         ident = checkpoint_identity(p)
         if recorded.get("sha256") == ident["sha256"] and recorded.get("size") == ident["size"]:

@@ -26,11 +26,16 @@ metadata (``Title``, ``Description``).
 
 :func:`write_output_set` writes the files of one input to temporary names in the output folder and
 renames them into place only when all were written, restoring the previous files if a rename fails:
-either all outputs of an input are new, or none changed.
+either all outputs of an input are new, or none changed. The outputs of one name describe one
+input: optional outputs of that name from an earlier run that this one does not write (``song.png``
+after a rerun with ``--no-png``, ``song.sonified.wav`` of another ``song.wav``) are removed in the
+same step (:func:`write_output_files`); a file of such a name that is not one of these outputs is
+never removed, the set is refused instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -54,7 +59,11 @@ PNG_ROW_PX: int = 6  # least pixel rows per pitch
 PNG_LANE_PX: int = 2  # pixel rows per slot track inside a pitch row
 PNG_PX_PER_S: float = 50.0
 PNG_MAX_WIDTH: int = 4000
+PNG_LEGEND_START: str = "x: time,"  # how the legend (the PNG's Description text) begins
 SONIFY_SR: int = 22_050  # sample rate of the sonification WAV
+#: The outputs of one input ``<name>``, by kind: ``<name><suffix>`` (always MIDI and CSV).
+OUTPUT_SUFFIXES: dict[str, str] = {"midi": ".mid", "csv": ".notes.csv", "png": ".png",
+                                   "sonify": ".sonified.wav", "npz": ".model_output.npz"}
 TAB10: tuple[tuple[int, int, int], ...] = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
@@ -155,7 +164,7 @@ def pianoroll_image(tracks: Sequence[Track], duration_s: float
             for n in tr.notes:
                 x0, x1 = x_span(n)
                 img[y_top(n.midi):y_top(n.midi) + row, x0:x1] = 215
-    legend = [f"x: time, {pps:.4g} px per second from 0 s; y: MIDI pitch {hi} (top) to {lo}, "
+    legend = [f"{PNG_LEGEND_START} {pps:.4g} px per second from 0 s; y: MIDI pitch {hi} (top) to {lo}, "
               f"{row} px per pitch; grey line under every C; vertical lines every {sec:g} s"]
     for i, tr in enumerate(slot_tracks):
         colour = TAB10[(int(tr.slot) - 1) % len(TAB10)]
@@ -217,13 +226,20 @@ def sonify_tracks(tracks: Sequence[Track], duration_s: float, sr: int = SONIFY_S
 
 def write_sonification(path: str | os.PathLike[str], tracks: Sequence[Track], duration_s: float,
                        sr: int = SONIFY_SR) -> Path:
-    """Write :func:`sonify_tracks` as a 16-bit WAV file, atomically."""
+    """Write :func:`sonify_tracks` as a 16-bit WAV file, atomically.
+
+    The WAV is encoded in memory (2 bytes a sample, 2.6 MB a minute) and written with Python's
+    file I/O, so a full disk is an :class:`OSError` that says so ("No space left on device"),
+    not libsndfile's "System error."."""
+    import io
+
     import soundfile as sf
 
+    buf = io.BytesIO()
+    sf.write(buf, sonify_tracks(tracks, duration_s, sr), sr, format="WAV", subtype="PCM_16")
     out = Path(path)
-    with atomic_path(out) as tmp:
-        sf.write(str(tmp), sonify_tracks(tracks, duration_s, sr), sr, format="WAV",
-                 subtype="PCM_16")
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
     return out
 
 
@@ -249,40 +265,58 @@ def write_model_outputs(path: str | os.PathLike[str], probs: Mapping[str, np.nda
 
 
 def check_writable(outdir: str | os.PathLike[str]) -> Path:
-    """Check, before the model runs, that files can be written into ``outdir``: a probe file is
-    created and removed when it exists, else its nearest existing parent must be a writable folder
-    (``outdir`` is created when the first outputs are written). Raises
-    :class:`TranscriptionError` naming the folder otherwise."""
+    """Check, before the model runs, that files can be written into ``outdir``: missing folders
+    are created (and removed again), and a probe file is created and removed in it. So a folder
+    that cannot be made (``-o /proc/new``, a read-only disk) fails here, not once per input.
+    Raises :class:`TranscriptionError` naming the folder otherwise."""
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise TranscriptionError(f"{out}: output folder is a file")
-    if out.is_dir():
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".slotmpe-write-test-", dir=out)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise TranscriptionError(
-                f"{out}: output folder is not writable ({exc.strerror or exc})"
-            ) from exc
-        return out
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise TranscriptionError(f"{out}: output folder cannot be created ({parent} is not a "
-                                 "writable folder)")
+    created: list[Path] = []
+    try:
+        missing: list[Path] = []
+        q = out.absolute()
+        while not q.is_dir() and not q.exists() and q != q.parent:
+            missing.append(q)
+            q = q.parent
+        if not q.is_dir():
+            raise TranscriptionError(f"{out}: output folder cannot be created ({q} is not a "
+                                     "folder)")
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                if not d.is_dir():
+                    raise
+                continue  # made meanwhile by someone else: not ours to remove
+            except OSError as exc:
+                raise TranscriptionError(f"{out}: output folder cannot be created in "
+                                         f"{d.parent} ({exc.strerror or exc})") from exc
+            created.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".slotmpe-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TranscriptionError(
+            f"{out}: output folder is not writable ({exc.strerror or exc})") from exc
+    finally:
+        for d in reversed(created):  # the outputs create them again when they are written
+            with contextlib.suppress(OSError):
+                d.rmdir()
     return out
 
 
-def write_output_set(outputs: Sequence[tuple[Path, Callable[[Path], object]]]) -> list[Path]:
+def write_output_set(outputs: Sequence[tuple[Path, Callable[[Path], object]]],
+                     remove: Sequence[Path] = ()) -> list[Path]:
     """Write several files as one set: all or none.
 
     ``outputs`` lists ``(destination, writer)`` pairs; each writer writes its file to the path it
     is given. All are first written to temporary names beside their destinations; only when all
     succeeded are they renamed into place (previous files are kept aside and restored if a rename
-    fails). Raises :class:`TranscriptionError` naming the output that failed; then no destination
-    has changed and no temporary file is left.
+    fails). The files in ``remove`` (outputs of an earlier run that this set does not replace)
+    are removed in the same step, and restored with the others if it fails. Raises
+    :class:`TranscriptionError` naming the output that failed; then no destination has changed
+    and no temporary file is left.
     """
     for dest, _ in outputs:
         if dest.is_dir():
@@ -303,6 +337,11 @@ def write_output_set(outputs: Sequence[tuple[Path, Callable[[Path], object]]]) -
         backups: list[tuple[Path, Path]] = []
         done: list[Path] = []
         try:
+            for old in remove:
+                if old.exists() or old.is_symlink():
+                    bak = old.with_name(f".{old.name}.{os.getpid()}.bak")
+                    os.replace(old, bak)
+                    backups.append((bak, old))
             for (dest, _), tmp in zip(outputs, temps, strict=True):
                 if dest.exists() or dest.is_symlink():
                     bak = dest.with_name(f".{dest.name}.{os.getpid()}.bak")
@@ -324,28 +363,75 @@ def write_output_set(outputs: Sequence[tuple[Path, Callable[[Path], object]]]) -
     return [dest for dest, _ in outputs]
 
 
+def is_own_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (an optional output's name: ``.png``, ``.sonified.wav``,
+    ``.model_output.npz``) is a file these writers made: a PNG with their legend, a mono 16-bit
+    WAV at :data:`SONIFY_SR`, an NPZ with ``mix``, ``frame_times`` and ``midi``. Anything
+    unreadable is not."""
+    p = Path(path)
+    try:
+        if p.name.endswith(OUTPUT_SUFFIXES["png"]):
+            from PIL import Image
+
+            with Image.open(p) as im:
+                text = getattr(im, "text", {}) or {}
+                return str(text.get("Description", "")).startswith(PNG_LEGEND_START)
+        if p.name.endswith(OUTPUT_SUFFIXES["sonify"]):
+            import soundfile as sf
+
+            info = sf.info(str(p))
+            return (info.format, info.subtype, info.channels, info.samplerate) == (
+                "WAV", "PCM_16", 1, SONIFY_SR)
+        if p.name.endswith(OUTPUT_SUFFIXES["npz"]):
+            with np.load(p, allow_pickle=False) as z:
+                return {"mix", "frame_times", "midi"} <= set(z.files)
+    except Exception:  # PIL, libsndfile and zipfile raise their own types: not ours
+        return False
+    return False
+
+
+def output_paths(outdir: str | os.PathLike[str], base: str) -> dict[str, Path]:
+    """Every output of one input named ``base``, by kind (:data:`OUTPUT_SUFFIXES`)."""
+    return {kind: Path(outdir) / f"{base}{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()}
+
+
 def write_output_files(outdir: Path, base: str, tracks: Sequence[Track], duration_s: float,
                        title: str, write_png: bool = True, sonify: bool = False,
-                       model_outputs: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:
+                       model_outputs: Mapping[str, np.ndarray] | None = None,
+                       removed: list[Path] | None = None) -> dict[str, Path]:
     """Write ``base.mid``, ``base.notes.csv`` [, ``base.png``] [, ``base.sonified.wav``]
     [, ``base.model_output.npz``] into ``outdir`` as one set (:func:`write_output_set`); returns
-    their paths by kind (``midi``, ``csv``, ``png``, ``sonify``, ``npz``)."""
-    paths: dict[str, Path] = {"midi": outdir / f"{base}.mid", "csv": outdir / f"{base}.notes.csv"}
-    outputs: list[tuple[Path, Callable[[Path], object]]] = [
-        (paths["midi"], lambda p: write_midi(p, tracks)),
-        (paths["csv"], lambda p: write_notes_csv(p, tracks)),
-    ]
+    their paths by kind (``midi``, ``csv``, ``png``, ``sonify``, ``npz``).
+
+    The set describes one input: an optional output of the same name that this call does not
+    write (``base.png`` of an earlier run without ``--no-png``, ``base.sonified.wav`` of another
+    input with the same stem, ...) is removed in the same step; its path is appended to
+    ``removed`` when given. A file of such a name that these writers did not make
+    (:func:`is_own_output`, e.g. the user's own ``song.png``) is never removed: the set is
+    refused with a :class:`TranscriptionError` naming it, and nothing is written."""
+    every = output_paths(outdir, base)
+    writers: dict[str, Callable[[Path], object]] = {
+        "midi": lambda p: write_midi(p, tracks),
+        "csv": lambda p: write_notes_csv(p, tracks),
+    }
     if write_png:
-        paths["png"] = outdir / f"{base}.png"
-        outputs.append((paths["png"], lambda p: plot_pianoroll(p, tracks, duration_s, title=title)))
+        writers["png"] = lambda p: plot_pianoroll(p, tracks, duration_s, title=title)
     if sonify:
-        paths["sonify"] = outdir / f"{base}.sonified.wav"
-        outputs.append((paths["sonify"], lambda p: write_sonification(p, tracks, duration_s)))
+        writers["sonify"] = lambda p: write_sonification(p, tracks, duration_s)
     if model_outputs is not None:
-        paths["npz"] = outdir / f"{base}.model_output.npz"
-        outputs.append((paths["npz"], lambda p: write_model_outputs(p, model_outputs)))
-    write_output_set(outputs)
-    return paths
+        writers["npz"] = lambda p: write_model_outputs(p, model_outputs)
+    stale = [p for kind, p in every.items()
+             if kind not in writers and (p.is_file() or p.is_symlink())]
+    for p in stale:
+        if p.is_file() and not is_own_output(p):  # a user's song.png is never removed
+            raise TranscriptionError(
+                f"{p}: exists, and was not written by slotmpe transcribe; it would lie beside "
+                f"the new outputs of {base} as if it were one of them: move it, or write to "
+                "another folder (-o)")
+    write_output_set([(every[kind], w) for kind, w in writers.items()], remove=stale)
+    if removed is not None:
+        removed.extend(stale)
+    return {kind: every[kind] for kind in writers}
 
 
 def write_outputs(outdir: Path, base: str, tracks: Sequence[Track], duration_s: float,

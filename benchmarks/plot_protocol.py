@@ -5,13 +5,13 @@ still going is read as far as it got) and the timbre encoders' ``history.csv``, 
 ``--dest``:
 
 * ``curves.png``: per dataset, the validation pitch loss of every run against passes (left) and
-  against CPU time (right; one-thread runs, so CPU time ~ wall time), plus the timbre encoder's
-  validation top-1 retrieval per epoch;
+  against the wall time of the one-thread job (middle; the stages' CPU seconds are in their
+  ``result.json``), and the timbre encoder's validation top-1 retrieval per epoch (right);
 * ``<dataset>_<exp>_train_checks.csv`` / ``_train_log.csv`` and ``<dataset>_timbre_history.csv``:
   copies of the logs (no models);
 * ``runs.csv``: per run, the passes trained so far, the best end-of-pass check, where patience 6
   (epoch = pass) and patience 6 on quarter-pass epochs (every check decides) would have stopped,
-  and the CPU seconds so far.
+  and the wall seconds so far.
 
 Usage: ``python benchmarks/plot_protocol.py --out benchmarks/out/protocol
 --dest docs/studies/2026-12-06-paper-protocol``.
@@ -63,7 +63,7 @@ def run_rows(out: Path) -> list[dict[str, object]]:
             "quarter_p6_stopped_pass": (round(float(c["epoch"].iloc[stop_q - 1]), 2)
                                         if stop_q else None),
             "best_val_pitch": round(float(ends["val_pitch"].min()), 5) if len(ends) else None,
-            "cpu_s_so_far": round(float(ends["seconds"].sum()), 1),
+            "wall_s_so_far": round(float(ends["seconds"].sum()), 1),
         })
     return rows
 
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if col:
                 row[2].plot(h["epoch"], h[col], marker=".")
         row[0].set(title=f"{ds}: validation pitch loss", xlabel="passes", ylabel="val pitch loss")
-        row[1].set(title=f"{ds}: against CPU time (1 thread)", xlabel="CPU hours")
+        row[1].set(title=f"{ds}: against training time", xlabel="hours (wall of a one-thread job)")
         row[2].set(title=f"{ds}: timbre encoder", xlabel="epoch", ylabel="val top-1 (%)")
         for ax in row[:2]:
             ax.legend()

@@ -347,15 +347,15 @@ class _VersionAction(argparse.Action):
 def run_info() -> int:
     """Print :func:`version_lines`, then torch's threads and devices (when torch is installed),
     the signal constants and the experiments; returns 0."""
-    import importlib.util
-
     from slotmpe.experiments import ALL_EXPERIMENTS
 
     lines = version_lines()
     lines[0] = f"slotmpe {slotmpe.__version__} ({Path(slotmpe.__file__).parent})"
-    if importlib.util.find_spec("torch") is not None:
+    try:
         import torch
-
+    except ImportError:
+        torch = None
+    if torch is not None:
         lines.append(f"torch {torch.__version__}; CPU threads {torch.get_num_threads()} of "
                      f"{os.cpu_count()} cores")
         if torch.cuda.is_available():

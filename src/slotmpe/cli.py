@@ -573,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a trained model on a folder dataset or manifest (Table III metrics)",
         description=(
             "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
-            "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
+            "layout (one subfolder a piece: stems, one notes file per stem; see docs/datasets.md) or a\n"
             "manifest.parquet. The manifest, feature cache and metrics.json go to --work-dir;\n"
             "the cache is reused only while DATA's files are unchanged (content hashes), and\n"
             "the previous metrics.json is removed when a run starts (a failed run leaves none).\n"

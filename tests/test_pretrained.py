@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 from test_transcribe import trained_3c, two_instrument_excerpt  # noqa: F401
 from test_transcribe_features import named_3c  # noqa: F401
+from test_workflow import job_counts, run_snakemake, workdir  # noqa: F401
 
 import slotmpe.pretrained as pre
 from slotmpe.cli import main
@@ -144,6 +145,25 @@ def _run_dir(tmp_path: Path, named_onnx: Path) -> Path:
     (run / "on_electro" / "metrics.json").write_text(json.dumps(
         {"std_f1": 51.5, "slot_f1": 20.25, "n_files": 15}))
     return run
+
+
+def test_snakemake_target_reuses_the_configured_run(workdir: Path) -> None:  # noqa: F811
+    """`snakemake results/pretrained/model.onnx` (dry run) builds the configured run's chain once,
+    its cross-dataset evaluation, name accuracy per test split and the release; another run is one
+    --config away."""
+    res = run_snakemake(["-n", "results/pretrained/model.onnx"], workdir)
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert counts["pretrained_model"] == 1 and counts["pretrained_naming"] == 2
+    assert counts["train_model"] == 1 and counts["export_onnx"] == 1
+    assert counts["evaluate_model"] == 1 and counts["evaluate_cross"] == 1
+    assert "results/chamber/3c/seed0/on_electro/metrics.json" in res.stdout
+    res = run_snakemake(["-n", "results/pretrained/model.onnx", "--config",
+                         "pretrained={exp: 1a, dataset: electro, seed: 1, test_on: []}"], workdir)
+    assert res.returncode == 0, res.stderr + res.stdout
+    counts = job_counts(res.stdout)
+    assert "pretrained_naming" not in counts and "evaluate_cross" not in counts  # 1a names nothing
+    assert "results/electro/1a/seed1/model.onnx" in res.stdout
 
 
 def test_build_pretrained_stamps_release_and_renders_card(

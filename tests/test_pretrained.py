@@ -91,10 +91,11 @@ def test_transcribe_without_model_uses_the_shipped_one_without_torch(
     wav = tmp_path / "duet.wav"
     sf.write(wav, two_instrument_excerpt()[0], SAMPLE_RATE)
     out = tmp_path / "out"
+    example = ROOT / "examples" / "two_voices.wav"  # the README's example, in the same batch
     code = (
         "import sys\n"
         "from slotmpe.cli import main\n"
-        f"rc = main(['transcribe', {str(wav)!r}, '-o', {str(out)!r}])\n"
+        f"rc = main(['transcribe', {str(wav)!r}, {str(example)!r}, '-o', {str(out)!r}])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "sys.exit(rc)\n"
     )
@@ -102,8 +103,9 @@ def test_transcribe_without_model_uses_the_shipped_one_without_torch(
                          timeout=600, env=_env(**{pre.MODEL_ENV: str(named_onnx)}))
     assert res.returncode == 0, res.stderr
     assert str(named_onnx) in res.stderr  # the model line names the file that ran
-    for suffix in (".mid", ".notes.csv", ".png"):
-        assert (out / f"duet{suffix}").stat().st_size > 0
+    for name in ("duet", "two_voices"):
+        for suffix in (".mid", ".notes.csv", ".png"):
+            assert (out / f"{name}{suffix}").stat().st_size > 0
     pm = pretty_midi.PrettyMIDI(str(out / "duet.mid"))
     tracks = {i.name: i.program for i in pm.instruments}
     assert "mixture" in tracks

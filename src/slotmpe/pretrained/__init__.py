@@ -104,6 +104,8 @@ def model_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
         release = json.loads(meta.get(RELEASE_KEY, "{}"))
     except (TranscriptionError, ValueError) as exc:
         return {**out, "error": str(exc)}
+    info = info if isinstance(info, dict) else {}
+    release = release if isinstance(release, dict) else {}
     source = info.get("source") if isinstance(info.get("source"), dict) else {}
     run = release.get("run") if isinstance(release.get("run"), dict) else {}
     out.update(
@@ -111,7 +113,7 @@ def model_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
         dataset=run.get("dataset") or source.get("dataset"),
         seed=run.get("seed", source.get("seed")),
         commit=release.get("commit"),
-        release=release if isinstance(release, dict) else {},
+        release=release,
     )
     return out
 

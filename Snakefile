@@ -20,6 +20,7 @@ include: "workflow/rules/generalisation.smk"
 include: "workflow/rules/report_pages.smk"
 include: "workflow/rules/extensions.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/pretrained.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -46,7 +46,7 @@ def _one_line(exc: BaseException) -> str:
 
 def run_transcribe(
     inputs: Sequence[str | os.PathLike[str]],
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | None = None,
     outdir: str | os.PathLike[str] = "transcriptions",
     threshold: float | None = None,
     activity_threshold: float | None = None,
@@ -66,7 +66,8 @@ def run_transcribe(
     min_similarity: float | None = None,
     prefer_onnx: bool = True,
 ) -> int:
-    """Transcribe every input file (directories expanded) with the model at ``model_path``.
+    """Transcribe every input file (directories expanded) with the model at ``model_path``
+    (``None``: the model that ships with the package, :mod:`slotmpe.pretrained`).
 
     Writes ``<name>.mid``, ``<name>.notes.csv`` and ``<name>.png`` per input into ``outdir``.
     ``model_path`` is a ``.pt`` checkpoint (torch) or an ``.onnx`` export (onnxruntime, CPU; torch
@@ -91,6 +92,13 @@ def run_transcribe(
     from slotmpe import transcribe as tr
     from slotmpe.audio import AudioError
 
+    if model_path is None:
+        from slotmpe.pretrained import default_model_path
+
+        try:
+            model_path = default_model_path()
+        except tr.TranscriptionError as exc:
+            raise CLIError(_one_line(exc)) from exc
     is_onnx = Path(model_path).suffix.lower() == ".onnx"
     if not is_onnx and prefer_onnx and device in ("auto", "cpu"):
         from slotmpe.transcribe.runners import sibling_onnx
@@ -366,22 +374,73 @@ def run_evaluate(
     return 0
 
 
-def run_info() -> int:
-    """Print package, Python, torch and device information and the signal constants; returns 0."""
-    import torch
+def _dist_version(name: str) -> str | None:
+    """Installed version of distribution ``name`` (read from its metadata, never imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def version_lines() -> list[str]:
+    """What ``slotmpe --version`` prints, for bug reports: the package version, the shipped
+    model's identity, the onnxruntime and torch versions (from the installed metadata: torch is
+    not imported, so this stays fast) and the CPU's precision support."""
+    from slotmpe.cpu import cpu_info, cpu_native_bf16
+    from slotmpe.pretrained import identity_line, shipped_model_identity
+
+    ort, torch_v = _dist_version("onnxruntime"), _dist_version("torch")
+    cpu = cpu_info()
+    flags = " ".join(cpu["flags"]) or "none of avx2 avx512f avx512_bf16 amx"  # type: ignore[arg-type]
+    bf16 = ("native bf16 (precision auto = bf16)" if cpu_native_bf16(cpu)
+            else "no native bf16 (precision auto = fp32)")
+    return [
+        f"slotmpe {slotmpe.__version__}",
+        f"shipped model: {identity_line(shipped_model_identity())}",
+        f"onnxruntime {ort or 'not installed'}; torch {torch_v or 'not installed'}",
+        f"CPU: {cpu['model']} [{flags}]; {bf16}",
+        f"python {platform.python_version()} on {platform.platform()}",
+    ]
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print :func:`version_lines` and exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
+def run_info() -> int:
+    """Print :func:`version_lines`, then torch's threads and devices (when torch is installed),
+    the signal constants and the experiments; returns 0."""
     from slotmpe.experiments import ALL_EXPERIMENTS
 
-    lines = [
-        f"slotmpe {slotmpe.__version__} ({Path(slotmpe.__file__).parent})",
-        f"python {platform.python_version()} on {platform.platform()}",
-        f"torch {torch.__version__}; CPU threads {torch.get_num_threads()} of {os.cpu_count()} cores",
-    ]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            lines.append(f"cuda:{i} {torch.cuda.get_device_name(i)} (CUDA {torch.version.cuda})")
+    lines = version_lines()
+    lines[0] = f"slotmpe {slotmpe.__version__} ({Path(slotmpe.__file__).parent})"
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        lines.append(f"torch {torch.__version__}; CPU threads {torch.get_num_threads()} of "
+                     f"{os.cpu_count()} cores")
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                lines.append(f"cuda:{i} {torch.cuda.get_device_name(i)} "
+                             f"(CUDA {torch.version.cuda})")
+        else:
+            lines.append("cuda: not available (transcription runs on CPU)")
     else:
-        lines.append("cuda: not available (transcription runs on CPU)")
+        lines.append("torch: not installed (ONNX models only; training needs torch)")
     lines += [
         f"audio: {C.SAMPLE_RATE} Hz mono, hop {C.HOP_LENGTH} ({C.FRAME_RATE:g} frames/s)",
         f"CQT: {C.BINS_PER_OCTAVE} bins/octave, {C.N_BINS} model bins from {C.FMIN:.3f} Hz, "
@@ -471,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
         formatter_class=fmt,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {slotmpe.__version__}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="show the version, the shipped model, onnxruntime/torch versions and "
+                             "the CPU's precision support, then exit")
     parser.add_argument("--debug", action="store_true",
                         help="show full tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -494,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
             "through the model in chunks of --max-frames frames, so model memory stays bounded."
         ),
         epilog=(
-            "example:\n"
+            "examples:\n"
+            f"  {PROG} transcribe song.wav -o out/          (the shipped model)\n"
             f"  {PROG} transcribe song.wav --model results/chamber/3c/seed0/model.pt -o out/\n\n"
             "A bad file is reported on one line and skipped; the exit status is 1 if any failed."
         ),
@@ -502,9 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("audio", nargs="+", metavar="AUDIO",
                    help="audio file(s) and/or directories of audio files")
-    p.add_argument("--model", "-m", required=True, metavar="PATH",
+    p.add_argument("--model", "-m", default=None, metavar="PATH",
                    help="trained model, e.g. results/{dataset}/{exp}/seed{seed}/model.pt, or its "
-                        "ONNX export (faster, leaner, no torch needed; see 'slotmpe export')")
+                        "ONNX export (faster, leaner, no torch needed; see 'slotmpe export'); "
+                        "default: the model that ships with the package (its MODEL_CARD.md: "
+                        "'slotmpe info')")
     p.add_argument("-o", "--outdir", default="transcriptions", metavar="OUTDIR",
                    help="output folder, created if needed (default: %(default)s)")
     p.add_argument("--threshold", type=_probability, default=None, metavar="FLOAT",
@@ -597,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a trained model on a folder dataset or manifest (Table III metrics)",
         description=(
             "Score a trained model on your own multitrack data: DATA is a folder in the 'folder'\n"
-            "layout (one subfolder a piece: stems, one notes file per stem; see the README) or a\n"
+            "layout (one subfolder a piece: stems, one notes file per stem; see docs/datasets.md) or a\n"
             "manifest.parquet. The manifest and feature cache go to --work-dir, never inside\n"
             "DATA, with one folder per model (<exp>_<model hash>/metrics.json); the cache is\n"
             "reused only while DATA's files are unchanged (content hashes). The model's previous\n"

@@ -11,38 +11,13 @@ matrix products run in bf16; losses, softmax statistics and the optimiser stay i
 from __future__ import annotations
 
 import contextlib
-import functools
-import platform
-from pathlib import Path
 
 import torch
 
+# the CPU facts live in a torch-free module (slotmpe --version reads them); re-exported here
+from slotmpe.cpu import NATIVE_BF16_FLAGS, REPORTED_FLAGS, cpu_info, cpu_summary
+
 PRECISIONS = ("auto", "fp32", "bf16")
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
-@functools.cache
-def cpu_info() -> dict[str, object]:
-    """``{"model": str, "flags": [str, ...]}`` of this CPU (the flags of :data:`REPORTED_FLAGS`
-    it has), read from ``/proc/cpuinfo`` (``platform.processor()`` where that file is missing)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    path = Path("/proc/cpuinfo")
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and value.strip():
-                model = value.strip()
-            elif key == "flags":
-                flags |= set(value.split())
-    return {"model": model, "flags": [f for f in REPORTED_FLAGS if f in flags]}
-
-
-def cpu_summary() -> str:
-    """One line, e.g. ``"Intel(R) Xeon(R) Processor [avx2 avx512f amx_bf16]"``."""
-    info = cpu_info()
-    return f"{info['model']} [{' '.join(info['flags'])}]"  # type: ignore[arg-type]
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -77,3 +52,7 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
         raise ValueError(f"resolve the precision first (fp32 or bf16); got {precision!r}")
     kind = torch.device(device).type
     return torch.autocast(device_type=kind, dtype=torch.bfloat16)
+
+
+__all__ = ["NATIVE_BF16_FLAGS", "PRECISIONS", "REPORTED_FLAGS", "autocast", "cpu_info",
+           "cpu_summary", "native_bf16", "resolve_precision"]

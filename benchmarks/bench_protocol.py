@@ -48,6 +48,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from bench_budget import _reopen  # clears a kept checkpoint's `finished` flag
 
 from slotmpe.evaluation import tune_thresholds
 from slotmpe.precision import cpu_summary
@@ -69,15 +70,6 @@ PROTOCOL: dict[str, Any] = {
 STAGES = {"p6": 6, "p12": 12}
 TIMBRE: dict[str, Any] = {"max_epochs": 100, "patience": 6, "batch_size": 32, "lr": 5e-4,
                           "precision": "fp32", "device": "cpu", "progress": False}
-
-
-def _reopen(ckpt: Path) -> None:
-    """Clear a kept checkpoint's ``finished`` flag so a larger patience continues the run."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if state.get("finished"):
-        state["finished"] = False
-        with atomic_path(ckpt) as tmp:
-            torch.save(state, tmp)
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:

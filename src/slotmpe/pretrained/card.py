@@ -258,11 +258,18 @@ def render_card(data: Mapping[str, Any]) -> str:
     naming_rows = [(ds, tests[ds].get("naming")) for ds in names if tests[ds].get("naming")]
     if naming_rows:
         lines += ["", "Instrument names of the slots that become MIDI tracks, matched to a stem "
-                  "(`benchmarks/bench_instrument_names.py`):", ""]
+                  "(`benchmarks/bench_instrument_names.py`; a slot whose calibrated name "
+                  "confidence is below the cut tuned on validation is written 'unknown'):", ""]
+
+        def pct(v: object) -> str:
+            return "–" if v is None else f"{100 * float(v):.1f} %"  # type: ignore[arg-type]
+
         for ds, nm in naming_rows:
             lines.append(f"- {ds}: {nm.get('pairs')} slots, instrument right "
-                         f"{100 * (nm.get('instrument_accuracy') or 0):.1f} %, family right "
-                         f"{100 * (nm.get('family_accuracy') or 0):.1f} %")
+                         f"{pct(nm.get('instrument_accuracy'))}, family right "
+                         f"{pct(nm.get('family_accuracy'))}, 'unknown' "
+                         f"{pct(nm.get('unknown_rate'))}, right among the named "
+                         f"{pct(nm.get('named_accuracy'))}")
     else:
         lines += ["", "Instrument-name accuracy: not measured for this build."]
     lines += ["", "## What it has never seen", "",

@@ -205,8 +205,10 @@ def test_long_file_in_chunks_equals_in_memory(named_3c: Path, tmp_path: Path,
                for t in res.tracks]
         want = [(t.slot, t.name, [(n.onset_s, n.offset_s, n.midi) for n in t.notes]) for t in ref]
         assert got == want and sum(len(t.notes) for t in res.tracks) > 10
+        # confidences: float32 round-off of two computation orders (the CQT in blocks against
+        # at once); 1e-5 absolute held with AVX-512 kernels, AVX2 ones gave 1.9e-5 relative
         np.testing.assert_allclose([n.confidence for t in res.tracks for n in t.notes],
-                                   [n.confidence for t in ref for n in t.notes], atol=1e-5)
+                                   [n.confidence for t in ref for n in t.notes], rtol=1e-4)
     assert spilled and spilled[-1]  # the CQT went to the temporary file
 
 

@@ -27,7 +27,6 @@ import csv
 import datetime as _dt
 import json
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,16 +70,10 @@ LICENCES: str = ("scores: the music21 corpus (BSD-3-Clause software; per-work re
 
 def git_commit(repo: str | os.PathLike[str]) -> dict[str, Any]:
     """``{"commit": full hash or None, "dirty": bool or None}`` of the git checkout at ``repo``."""
-    def _git(*args: str) -> str | None:
-        try:
-            res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                                 timeout=30, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return res.stdout.strip()
+    from slotmpe.results.provenance import git
 
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    commit = git(Path(repo), "rev-parse", "HEAD")
+    status = git(Path(repo), "status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

@@ -104,12 +104,14 @@ def run_timbre(dataset: str, features: Path, out: Path, threads: int, seed: int)
 
 
 def quarter_pass(features: Path) -> int:
-    """Training windows of a quarter pass over ``features``' training split (rounded up)."""
+    """Training windows of a quarter pass over ``features``' training split (rounded up), as
+    ``windows_per_epoch: pass/4`` draws them."""
     from slotmpe.constants import WINDOW_FRAMES
     from slotmpe.data import WindowDataset
+    from slotmpe.training.config import resolve_windows_per_epoch
 
     n = len(WindowDataset(features, "train", train=True, window=WINDOW_FRAMES))
-    return max(1, -(-n // 4))
+    return int(resolve_windows_per_epoch("pass/4", n))
 
 
 def run_stage(exp: str, stage: str, dataset: str, features: Path, emb: Path | None, out: Path,
@@ -121,7 +123,7 @@ def run_stage(exp: str, stage: str, dataset: str, features: Path, emb: Path | No
     proto = dict(PROTOCOL)
     name = exp
     if reading == "quarter":
-        proto.update(windows_per_epoch=quarter_pass(features), checks_per_epoch=1)
+        proto.update(windows_per_epoch="pass/4", checks_per_epoch=1)
         name = f"{exp}-quarter"
     run_dir = out / dataset / name / "run"
     sdir = out / dataset / name / stage
@@ -147,7 +149,7 @@ def run_stage(exp: str, stage: str, dataset: str, features: Path, emb: Path | No
         "val_pitch": float(extra["best_value"]),
         "val_slot_f1": th.get("val_f1_slots"), "val_mix_f1": th.get("val_f1_mix"),
         "stage_cpu_s": round(cpu_s, 1), "stage_wall_s": round(wall_s, 1), "reading": reading,
-        "windows_per_epoch": proto["windows_per_epoch"], "cpu": cpu_summary(), "threads": threads, "seed": seed,
+        "windows_per_epoch": quarter_pass(features) if reading == "quarter" else "pass", "cpu": cpu_summary(), "threads": threads, "seed": seed,
     }
     _write_json(done, res)
     return res

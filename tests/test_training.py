@@ -446,6 +446,26 @@ def test_deterministic_mode_sets_and_restores(monkeypatch: pytest.MonkeyPatch) -
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.benchmark
 
 
+def test_pass_fraction_draws_the_same_windows_as_its_integer(cache: Path) -> None:
+    """``windows_per_epoch: pass/N`` is ``ceil(pass / N)`` windows, drawn exactly as that integer
+    draws them (so a run at ``pass/4`` reproduces one at the integer a quarter pass comes to)."""
+    from slotmpe.training.config import resolve_windows_per_epoch
+
+    n_pass = len(WindowDataset(cache, "train", train=True))
+    assert resolve_windows_per_epoch("pass/4", n_pass) == -(-n_pass // 4)
+    assert resolve_windows_per_epoch("pass/1000000", n_pass) == 1
+    assert resolve_windows_per_epoch(None, n_pass) is None
+    assert resolve_windows_per_epoch(7, n_pass) == 7
+    quarter, _ = tr.make_datasets(cache, tr.TrainConfig(windows_per_epoch="pass/4", seed=5), None)
+    whole, _ = tr.make_datasets(cache, tr.TrainConfig(windows_per_epoch="pass", seed=5), None)
+    direct = WindowDataset(cache, "train", train=True, windows_per_epoch=-(-n_pass // 4), seed=5)
+    assert len(whole) == n_pass and len(quarter) == -(-n_pass // 4) < n_pass
+    for epoch in (0, 3):
+        quarter.set_epoch(epoch)
+        direct.set_epoch(epoch)
+        np.testing.assert_array_equal(quarter.windows, direct.windows)
+
+
 def test_interim_checks_change_nothing_but_the_checks_log(cache: Path, tmp_path: Path) -> None:
     """Validating 3 times an epoch (issue 27: every quarter pass) leaves the trained weights and
     train_log.csv as they are, and writes every check to train_checks.csv."""
@@ -468,8 +488,12 @@ def test_interim_checks_change_nothing_but_the_checks_log(cache: Path, tmp_path:
 
 def test_windows_per_epoch_pass() -> None:
     assert tr.TrainConfig(windows_per_epoch="pass").windows_per_epoch is None
-    with pytest.raises(ValueError, match="windows_per_epoch"):
-        tr.TrainConfig(windows_per_epoch="half")
+    assert tr.TrainConfig(windows_per_epoch="pass/1").windows_per_epoch is None
+    assert tr.TrainConfig(windows_per_epoch=" pass / 4").windows_per_epoch == "pass/4"
+    for bad in ("half", "pass/0", "pass/-2", "pass/2.5", "pass4"):
+        with pytest.raises(ValueError, match="windows_per_epoch"):
+            tr.TrainConfig(windows_per_epoch=bad)
+    assert tr.TrainConfig().windows_per_epoch is None
     with pytest.raises(ValueError, match="checks_per_epoch"):
         tr.TrainConfig(checks_per_epoch=0)
     assert tr.TrainConfig().precision == "fp32"

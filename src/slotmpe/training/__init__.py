@@ -23,11 +23,13 @@ Decisions (where the paper is silent):
   before early stopping ends the run, so every run that stops early has tried a smaller step.
 * **Gradient clipping** at global norm 1.0 (``grad_clip``; not in the paper, not ruled out by it):
   it narrowed the seed spread of chamber 2b (README, "Training default").
-* **Precision** (``precision: auto``, :mod:`slotmpe.precision`): bf16 autocast on CUDA and on CPUs
-  with AMX / AVX-512 BF16, float32 elsewhere; losses always in float32. The resolved precision and
+* **Precision** (``precision: fp32`` by default, :mod:`slotmpe.precision`): the same training on
+  every CPU kind; ``bf16`` / ``auto`` (bf16 autocast on CUDA and on CPUs with AMX / AVX-512 BF16)
+  are options; losses always in float32. The resolved precision and
   the CPU (model and flags) are recorded in ``model.pt`` and in every ``train_log.csv`` row.
-* **Epochs.** A training epoch is ``windows_per_epoch`` random windows (``None``: one window per
-  training position as :class:`slotmpe.data.WindowDataset` defines it), re-drawn every epoch from
+* **Epochs.** A training epoch is ``windows_per_epoch`` random windows (``None`` / ``"pass"``: one
+  window per training position as :class:`slotmpe.data.WindowDataset` defines it, a pass;
+  ``"pass/4"``: a quarter of that, the default), re-drawn every epoch from
   ``(seed, epoch)``; validation uses the dataset's fixed windows, evenly thinned to
   ``val_windows`` when that is set.
 * **Determinism and resume.** Every random choice of an epoch is a function of ``(seed, epoch)``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from slotmpe.constants import WINDOW_FRAMES
@@ -23,8 +24,10 @@ class TrainConfig:
         plateau_patience: ReduceLROnPlateau patience in epochs (2, see the module docstring).
         min_lr: lower bound of the learning rate.
         window: window length in frames (paper: 23).
-        windows_per_epoch: training windows per epoch; ``None`` or ``"pass"`` = the dataset's full
-            pass (random windows, as many as the training split holds).
+        windows_per_epoch: training windows per epoch: an integer; ``None`` or ``"pass"`` = the
+            dataset's full pass (random windows, as many as the training split holds); ``"pass/N"``
+            = a pass divided by ``N``, rounded up (``"pass/4"``: the default, a quarter pass;
+            :func:`pass_divisor`).
         val_windows: validation windows (evenly thinned, fixed); ``None`` = all.
         checks_per_epoch: validations per epoch (>= 1). The last one, at the epoch's end, drives
             early stopping, the learning-rate plateau and ``model.pt``; the others only add rows
@@ -100,16 +103,14 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1); got {self.plateau_factor}")
-        if self.windows_per_epoch == "pass":
-            self.windows_per_epoch = None
         if isinstance(self.windows_per_epoch, str):
-            raise ValueError(
-                f"windows_per_epoch must be an integer >= 1, 'pass' or None; got {self.windows_per_epoch!r}")
+            divisor = pass_divisor(self.windows_per_epoch)
+            self.windows_per_epoch = None if divisor == 1 else f"pass/{divisor}"
         if self.checks_per_epoch < 1:
             raise ValueError(f"checks_per_epoch must be >= 1; got {self.checks_per_epoch}")
         for name in ("windows_per_epoch", "val_windows"):
             v = getattr(self, name)
-            if v is not None and v < 1:
+            if isinstance(v, int) and v < 1:
                 raise ValueError(f"{name} must be >= 1 or None; got {v}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
@@ -120,6 +121,29 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None; got {self.grad_clip}")
         self.loss_weights = dict(self.loss_weights or {})
+
+
+def pass_divisor(value: str) -> int:
+    """``N`` of a ``windows_per_epoch`` written ``"pass"`` (1) or ``"pass/N"`` (``N >= 1``).
+
+    Raises:
+        ValueError: any other string, naming it.
+    """
+    m = re.fullmatch(r"\s*pass\s*(?:/\s*([0-9]+)\s*)?", value)
+    if m is None or (m.group(1) is not None and int(m.group(1)) < 1):
+        raise ValueError(
+            f"windows_per_epoch must be an integer >= 1, 'pass', 'pass/N' (N >= 1) or None; "
+            f"got {value!r}")
+    return int(m.group(1)) if m.group(1) is not None else 1
+
+
+def resolve_windows_per_epoch(value: int | str | None, windows_per_pass: int) -> int | None:
+    """Windows of one training epoch: ``value`` as an integer, ``None`` for a full pass, or
+    ``ceil(windows_per_pass / N)`` for ``"pass/N"`` (at least 1)."""
+    if isinstance(value, str):
+        divisor = pass_divisor(value)
+        return None if divisor == 1 else max(1, -(-int(windows_per_pass) // divisor))
+    return value
 
 
 # Fields that must agree between a checkpoint and the config that resumes it (the others, e.g.

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from slotmpe.constants import EMBED_DIM
-from slotmpe.training.config import TrainConfig
+from slotmpe.training.config import TrainConfig, resolve_windows_per_epoch
 
 
 def load_embeddings_table(path: str | Path) -> dict[str, np.ndarray]:
@@ -75,8 +75,11 @@ def make_datasets(
     from slotmpe.data import WindowDataset
 
     train = WindowDataset(feature_dir, "train", train=True, window=cfg.window,
-                          windows_per_epoch=cfg.windows_per_epoch, seed=cfg.seed,
-                          embeddings=embeddings)
+                          windows_per_epoch=None, seed=cfg.seed, embeddings=embeddings)
+    per_epoch = resolve_windows_per_epoch(cfg.windows_per_epoch, len(train))  # len = one pass
+    if per_epoch is not None:
+        train.windows_per_epoch = per_epoch
+        train.set_epoch(0)
     val = WindowDataset(feature_dir, "val", train=False, window=cfg.window,
                         windows_per_epoch=cfg.val_windows, seed=cfg.seed, embeddings=embeddings)
     if len(train) == 0:

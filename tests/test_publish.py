@@ -229,8 +229,10 @@ def test_seeds_published_one_at_a_time_add_up(tmp_path: Path,
     pub = tmp_path / "docs/runs/2026-01-01-abc1234"
     assert _publish(_tree(tmp_path / "a", (0,)), pub) == 0
     assert json.loads((pub / "environment.json").read_text())["seeds"] == [0]
+    (pub / "README.md").write_text("how this run was made\n")  # the run's own notes
     assert _publish(_tree(tmp_path / "b", (1,)), pub) == 0
     capsys.readouterr()
+    assert (pub / "README.md").read_text() == "how this run was made\n"
     env = json.loads((pub / "environment.json").read_text())
     assert env["seeds"] == [0, 1] and sorted(env["seed_info"]) == ["0", "1"]
     assert len(env["runs"]) == 2 * (len(ROWS) + 1)

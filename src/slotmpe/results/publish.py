@@ -10,7 +10,8 @@ folders of other seeds left in the tree are not published). Into the published f
 * the tables: Table III, its paper comparison, the note table, the findings and ``table3_ext``
   **rebuilt from all the folder's seeds** (:func:`slotmpe.results.build.rebuild`), and
   generalisation and Table I copied (:data:`COPIED_TABLES`);
-* ``environment.json`` (below) and ``STATUS.md`` (:mod:`slotmpe.results.status`).
+* ``environment.json`` (below) and ``STATUS.md`` (:mod:`slotmpe.results.status`); a hand-written
+  ``README.md`` of the folder (how the run was made) is kept when seeds are added.
 
 **Seeds add up.** When the folder already holds a published run of the same commit and the same
 config (digest of the resolved config without ``seeds``), the new seeds join it (a seed published
@@ -89,6 +90,7 @@ CHECKPOINT_KEYS: tuple[str, ...] = (
     "best_epoch", "epochs_trained", "derived_from",
 )
 STATUS_NAME = "STATUS.md"
+NOTES_NAME = "README.md"  # hand-written notes of a published run, kept when seeds are added
 
 
 def cpu_info() -> dict[str, Any]:
@@ -348,6 +350,8 @@ def publish_run(
             "wall_time": sorted(old_bench.values(), key=lambda b: b["benchmark"]),
         }
         (stage / ENVIRONMENT_NAME).write_text(json.dumps(env, indent=2) + "\n")
+        if (out / NOTES_NAME).is_file():  # the run's hand-written notes stay as they are
+            _copy(out / NOTES_NAME, stage / NOTES_NAME)
         rebuild(stage)
         from slotmpe.results.status import render_status
 

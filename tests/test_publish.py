@@ -117,9 +117,14 @@ def test_publish_then_findings_reproduces_the_tables_exactly(results: Path, tmp_
                                                               capsys: pytest.CaptureFixture[str]
                                                               ) -> None:
     pub = tmp_path / "docs/runs/2025-01-01-abc1234"
-    assert main(["publish-run", str(results), "-o", str(pub), "--config",
-                 str(results.parent / "config.yaml")]) == 0
+    (results / "fig2_umap.png").write_bytes(b"\x89PNG fig2")
+    try:
+        assert main(["publish-run", str(results), "-o", str(pub), "--config",
+                     str(results.parent / "config.yaml")]) == 0
+    finally:
+        (results / "fig2_umap.png").unlink()
     assert capsys.readouterr().out.strip() == str(pub)
+    assert (pub / "fig2_umap.png").read_bytes() == b"\x89PNG fig2"  # Fig. 2 travels too
     for name in TABLES:  # rebuilt from the published seeds: the rule's tables
         if name != "findings.md":
             assert (pub / name).read_bytes() == (results / name).read_bytes(), name

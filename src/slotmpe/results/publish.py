@@ -9,7 +9,7 @@ folders of other seeds left in the tree are not published). Into the published f
   ``on_{test}/``, their metrics, per-file counts and thresholds; never a model;
 * the tables: Table III, its paper comparison, the note table, the findings and ``table3_ext``
   **rebuilt from all the folder's seeds** (:func:`slotmpe.results.build.rebuild`), and
-  generalisation and Table I copied (:data:`COPIED_TABLES`);
+  generalisation, Table I and Fig. 2 copied (:data:`COPIED_TABLES`, :data:`COPIED_FIGURES`);
 * ``environment.json`` (below) and ``STATUS.md`` (:mod:`slotmpe.results.status`); a hand-written
   ``README.md`` of the folder (how the run was made) is kept when seeds are added.
 
@@ -80,6 +80,7 @@ TABLE_FILES: tuple[str, ...] = (
 )
 # Not rebuilt from the run folders: copied from the latest results/ tree.
 COPIED_TABLES: tuple[str, ...] = ("generalisation.csv", "generalisation.md", "table1.csv")
+COPIED_FIGURES: tuple[str, ...] = ("fig2_umap.png",)  # Fig. 2, from the timbre encoders
 RUN_FILES: tuple[str, ...] = ("per_file.csv", "metrics.json", "thresholds.json", "train_log.csv")
 CROSS_FILES: tuple[str, ...] = (
     "metrics.json", "per_file.csv", "thresholds.json", "metrics_retuned.json",
@@ -304,7 +305,7 @@ def publish_run(
                         "train_precision")
                 records.append(rec)
         records.sort(key=lambda r: (str(r["dataset"]), str(r["exp"]), int(r["seed"])))
-        for name in ("table3.csv", "table3_ext.csv", *COPIED_TABLES):  # rows; copied tables
+        for name in ("table3.csv", "table3_ext.csv", *COPIED_TABLES, *COPIED_FIGURES):
             if (results_dir / name).is_file():
                 _copy(results_dir / name, stage / name)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/project_run_time.py RUN/benchmarks/out [--cores 2 16] [--seeds 1]
+    python benchmarks/project_run_time.py RUN/benchmarks/out [--seed 0] [--cores 2 16] [--seeds 1 3]
 
 Reads the Snakemake ``benchmark:`` files of one run (one seed; :func:`slotmpe.results.publish.
 wall_times`) and replays the run's jobs on ``P`` one-thread cores with a greedy list scheduler
@@ -45,6 +45,7 @@ class Job:
     after: list[str] = field(default_factory=list)
 
 
+_SEED = re.compile(r"_seed(\d+)")
 _MODEL = re.compile(r"^(?P<ds>[^_/]+)_(?P<exp>[^_]+)_seed(?P<seed>\d+)")
 
 
@@ -125,8 +126,11 @@ def main() -> None:
     p.add_argument("bench_dir", type=Path, help="a run's benchmarks/out")
     p.add_argument("--cores", type=int, nargs="+", default=[2, 16])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--seed", type=int, default=0,
+                   help="the measured seed whose jobs are replayed (others are left out)")
     args = p.parse_args()
-    rows = [r for r in wall_times(args.bench_dir)]
+    rows = [r for r in wall_times(args.bench_dir)
+            if (m := _SEED.search(r["benchmark"])) is None or int(m[1]) == args.seed]
     if not rows:
         raise SystemExit(f"no benchmark files under {args.bench_dir}")
     one = build_jobs(rows)

@@ -1,7 +1,7 @@
 """Draw ``docs/figures/table3_vs_paper.png``: mixture F1 and slot F1 of the published run's Table III
 beside the paper's figure for each row (README's one figure).
 
-Reads ``docs/runs/2026-12-05-7d64979/table3.csv`` (ours: embedded datasets, one seed) and
+Reads ``docs/runs/2026-12-06-2f444d4/table3.csv`` (ours: embedded datasets; the seeds published so far) and
 ``src/slotmpe/data/reference/paper_table3.csv`` (the paper: URMP / mshoxxDB), pairing chamber with
 URMP and electro with mshoxxDB as ``results/table3_vs_paper.md`` does. Different data: the
 comparison shows trends only. Run from the repository root::
@@ -27,7 +27,7 @@ ALIASES = {"chamber": "urmp", "electro": "mshoxxdb"}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path, nargs="?", default=ROOT / "docs/runs/2026-12-05-7d64979")
+    ap.add_argument("run", type=Path, nargs="?", default=ROOT / "docs/runs/2026-12-06-2f444d4")
     ap.add_argument("-o", "--out", type=Path, default=Path(__file__).with_name("table3_vs_paper.png"))
     args = ap.parse_args()
     ours = pd.read_csv(args.run / "table3.csv")

@@ -1,0 +1,61 @@
+"""benchmarks/bench_what_you_hear.py (issue 29 item 4): how a transcription's tracks are put
+beside the sources, on hand-made notes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_what_you_hear as wyh  # noqa: E402
+
+from slotmpe.notes import Note, Track, notes_to_roll  # noqa: E402
+
+T = 100  # frames (3.2 s)
+
+
+def _track(slot: int, name: str, pitches: list[int], t0: float = 0.0, t1: float = 3.0,
+           program: int = 0) -> Track:
+    return Track(slot, name, [Note(slot, t0, t1, p, 0.9) for p in pitches], program=program)
+
+
+def _source(name: str, instrument: str, pitches: list[int]) -> wyh.Source:
+    return wyh.Source(name, instrument, notes_to_roll([Note(0, 0.0, 3.0, p, 1.0) for p in pitches],
+                                                      T))
+
+
+def test_found_duplicate_extra_and_missed() -> None:
+    sources = [_source("00_violin", "violin", [72]), _source("01_cello", "cello", [48]),
+               _source("02_flute", "flute", [84])]
+    tracks = [
+        _track(1, "violin", [72], program=40),       # the violin
+        _track(2, "slot 2 (unknown)", [72], t0=0.0, t1=2.0),  # a copy of the violin track
+        _track(3, "viola", [48]),                    # the cello, named wrong
+        _track(4, "slot 4 (unknown)", [60]),         # nothing of the piece
+    ]
+    rows, missed = wyh.classify(tracks, sources, T)
+    assert [r["verdict"] for r in rows] == ["source", "duplicate", "source", "extra"]
+    assert rows[0]["stem"] == "00_violin" and rows[0]["f1"] == 1.0 and rows[0]["program"] == 40
+    assert rows[1]["stem"] == "copies violin" and rows[1]["instrument"] == "violin"
+    assert rows[2]["instrument"] == "cello"
+    assert missed == ["02_flute"]
+    s = wyh.summary(rows, missed, len(sources))
+    assert s == {"tracks": 4, "sources": 3, "found": 2, "duplicates": 1, "extra": 1, "missed": 1,
+                 "named_right": 1}
+    md = wyh.markdown("3c", rows, missed, s)
+    assert "2 found, 1 duplicate, 1 extra, 1 missed (02_flute)" in md
+
+
+def test_a_pair_without_shared_cells_is_no_pair() -> None:
+    """Hungarian matching pairs every track with some stem; one sharing no cell is not a find."""
+    rows, missed = wyh.classify([_track(1, "violin", [60])], [_source("00_violin", "violin", [72])],
+                                T)
+    assert rows[0]["verdict"] == "extra" and missed == ["00_violin"]
+
+
+def test_no_tracks_misses_every_source() -> None:
+    rows, missed = wyh.classify([], [_source("a", "violin", [72]), _source("b", "cello", [48])], T)
+    assert rows == [] and missed == ["a", "b"]
+    assert np.isclose(wyh.summary(rows, missed, 2)["missed"], 2)

@@ -165,3 +165,39 @@ def test_bench_separation_and_figures() -> None:
     assert fig["all"]["instrument_accuracy"] == pytest.approx(80 / 120)
     plain = bn.name_figures(sims, labels, fam, act, protos, I.DEFAULT_MIN_SIMILARITY)
     assert plain["all"]["unknown_rate"] == 0.0 and plain["all"]["named_accuracy"] < 0.7
+
+
+def test_family_fallback_names_slots_below_the_instrument_cut_by_family() -> None:
+    """Cellos (no prototype) lie between violin and viola: unknown as instruments, but surely
+    strings. Calibrated with the families, they are written "strings"; a slot halfway between
+    flute and violin (family unsure) stays unknown; flutes and violins keep their names."""
+    protos = _protos()
+    sims, labels = _validation(protos, np.random.default_rng(2))
+    fams = [{"flute": "woodwinds"}.get(lab, "strings") for lab in labels]
+    cal = I.calibrate(protos, sims, labels, families=fams)
+    cut = cal["calibration"][I.FAMILY_CUT_KEY]
+    assert cut is not None and 0.5 < cut <= 1.0
+    assert I.FAMILY_CUT_KEY not in I.calibrate(protos, sims, labels)["calibration"]
+    test_sims, test_labels = _validation(protos, np.random.default_rng(3))
+    v = np.asarray(protos["vectors"])
+    between = I.similarities(_unit(v[0] + v[2])[None], protos)
+    named = I.names_from_similarities(np.concatenate([test_sims, between]), cal)
+    for n, lab in zip(named[:-1], test_labels, strict=True):
+        assert n.instrument == ("strings" if lab == "cello" else lab), (lab, n)
+    assert named[-1].instrument == I.UNKNOWN
+    cello = named[test_labels.index("cello")]
+    assert cello.confidence is not None and cello.confidence >= cut and cello.nearest != "strings"
+    assert I.family_of("strings", cal) == "strings" and I.gm_program("strings") == 48
+    # figures: a family name counts as right at the level written
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_instrument_names as bn
+
+    tf = [{"flute": "woodwinds"}.get(lab, "strings") for lab in test_labels]
+    fig = bn.name_figures(test_sims, test_labels, tf, np.ones(len(tf)), cal,
+                          I.DEFAULT_MIN_SIMILARITY)["all"]
+    assert fig["unknown_rate"] == 0.0 and fig["family_named_rate"] == pytest.approx(40 / 120)
+    assert fig["named_accuracy"] == 1.0 and fig["instrument_accuracy"] == pytest.approx(80 / 120)
+    for bad in (1.5, "x"):
+        with pytest.raises(ValueError, match="family_min_confidence"):
+            I.check_calibration({"temperature": 0.1, "min_confidence": 0.5,
+                                 I.FAMILY_CUT_KEY: bad})

@@ -25,6 +25,13 @@ stem (columns ``track_id, piece_id, split, instrument, family, e0..e127``).
   (:func:`calibrate`; :mod:`slotmpe.name_calibration` runs a model on the validation files and
   writes it into ``model.pt``), so they travel into the ONNX metadata with the prototypes.
   Prototypes without it name as before (no confidence).
+* **Family fallback** (issue 30): a slot below the instrument cut is often right about its
+  *family* (the head confuses violin with viola more than strings with brass). Calibrated with
+  the stems' families, the entry also holds ``family_min_confidence``, tuned the same way on the
+  family confidence (the instruments' probabilities summed per family,
+  :func:`family_probabilities`) of the slots below the instrument cut; such a slot above it is
+  named by its family (``"strings"``, with the family's GM program), the others stay
+  :data:`UNKNOWN`.
 * :func:`gm_program` gives the General MIDI program (0-based) of an instrument or family name:
   the program the embedded datasets render it with (:data:`slotmpe.datasets.render.GM_PROGRAMS`),
   else ``pretty_midi.instrument_name_to_program`` of the name, else :data:`EXTRA_PROGRAMS`
@@ -40,7 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from slotmpe.constants import EMBED_DIM, INSTRUMENT_FAMILY, UNKNOWN_FAMILY
+from slotmpe.constants import EMBED_DIM, FAMILIES, INSTRUMENT_FAMILY, UNKNOWN_FAMILY
 
 UNKNOWN: str = "unknown"
 DEFAULT_MIN_SIMILARITY: float = 0.5
@@ -52,6 +59,8 @@ training run."""
 PROTOTYPE_KEYS: tuple[str, ...] = ("names", "families", "vectors", "source")
 CALIBRATION_KEY: str = "calibration"
 """Optional entry of a prototype dict: ``{"temperature", "min_confidence", ...}`` (:func:`calibrate`)."""
+FAMILY_CUT_KEY: str = "family_min_confidence"
+"""Optional key of the calibration: the family fallback's confidence cut (:func:`calibrate`)."""
 
 EXTRA_PROGRAMS: dict[str, int] = {
     # project names General MIDI spells differently (0-based programs)
@@ -179,7 +188,18 @@ def check_calibration(cal: Mapping[str, Any]) -> dict[str, Any]:
     if not (np.isfinite(tau) and tau > 0) or not 0.0 <= cut <= 1.0:
         raise ValueError(f"instrument prototypes: calibration temperature {tau} must be > 0 and "
                          f"min_confidence {cut} in [0, 1]")
-    return {**dict(cal), "temperature": tau, "min_confidence": cut}
+    out = {**dict(cal), "temperature": tau, "min_confidence": cut}
+    fam = cal.get(FAMILY_CUT_KEY)
+    if fam is not None:
+        try:
+            fam = float(fam)
+        except (TypeError, ValueError):
+            fam = float("nan")
+        if not 0.0 <= fam <= 1.0:
+            raise ValueError(f"instrument prototypes: calibration {FAMILY_CUT_KEY} "
+                             f"{cal.get(FAMILY_CUT_KEY)!r} must be a number in [0, 1]")
+        out[FAMILY_CUT_KEY] = fam
+    return out
 
 
 class SlotName(NamedTuple):
@@ -274,7 +294,7 @@ def tune_min_confidence(confidence: np.ndarray, right: np.ndarray) -> float:
 
 
 def calibrate(protos: Mapping[str, Any], sim: np.ndarray, labels: Sequence[str],
-              source: str = "") -> dict[str, Any]:
+              source: str = "", families: Sequence[str] | None = None) -> dict[str, Any]:
     """``protos`` with a ``"calibration"`` entry fitted on validation slots.
 
     Args:
@@ -284,12 +304,20 @@ def calibrate(protos: Mapping[str, Any], sim: np.ndarray, labels: Sequence[str],
         labels: ``(N,)`` the stems' instrument labels (names without a prototype count as wrong
             whatever the slot is named, and do not enter the temperature fit).
         source: what the slots come from (stored).
+        families: ``(N,)`` the stems' family labels. Given, the family fallback is calibrated
+            too: among the slots below the instrument cut, ``family_min_confidence`` is the cut on
+            the family confidence (:func:`family_probabilities`) tuned like the instrument cut
+            (:func:`tune_min_confidence`, right = the most probable family is the stem's); a slot
+            below the instrument cut but above it is named by its family
+            (:func:`names_from_similarities`). ``None`` (no fallback) where no slot is below the
+            instrument cut.
 
     Returns:
         A copy of ``protos`` whose ``"calibration"`` holds ``temperature``
         (:func:`fit_temperature`), ``min_confidence`` (:func:`tune_min_confidence`), ``n_slots``,
         ``n_unseen`` (labels without a prototype), ``accuracy`` (best prototype right, all slots),
-        ``named_accuracy`` and ``unknown_rate`` at the cut, and ``source``.
+        ``named_accuracy`` and ``unknown_rate`` at the cut, ``source`` and, with ``families``,
+        ``family_min_confidence``.
     """
     p = check_prototypes(protos)
     names = p["names"]
@@ -312,7 +340,30 @@ def calibrate(protos: Mapping[str, Any], sim: np.ndarray, labels: Sequence[str],
         "named_accuracy": float(right[named].mean()) if named.any() else None,
         "unknown_rate": float(1.0 - named.mean()), "source": str(source),
     }
+    if families is not None:
+        if len(families) != len(sim):
+            raise ValueError(f"calibrate: {len(sim)} slots but {len(families)} family labels")
+        below = ~named
+        fam_cut = None
+        if below.any():
+            fams, fprob = family_probabilities(sim[below], p, tau)
+            fbest = fprob.argmax(axis=1)
+            fright = np.array([fams[j] == str(f) for j, f in
+                               zip(fbest, np.asarray(families, dtype=object)[below], strict=True)])
+            fam_cut = tune_min_confidence(fprob[np.arange(len(fbest)), fbest], fright)
+        p[CALIBRATION_KEY][FAMILY_CUT_KEY] = fam_cut
     return p
+
+
+def family_probabilities(sim: np.ndarray, protos: Mapping[str, Any], temperature: float
+                         ) -> tuple[list[str], np.ndarray]:
+    """``(families, probs)``: the sorted families of ``protos`` and ``(N, F)`` the name
+    probabilities (:func:`name_probabilities` of ``sim`` ``(N, n)`` at ``temperature``) summed
+    over each family's instruments."""
+    fam = np.asarray(protos["families"], dtype=object)
+    families = sorted({str(f) for f in fam})
+    prob = name_probabilities(np.asarray(sim, dtype=np.float64).reshape(-1, len(fam)), temperature)
+    return families, np.stack([prob[:, fam == f].sum(axis=1) for f in families], axis=1)
 
 
 def score_slots(timbre: np.ndarray, protos: Mapping[str, Any],
@@ -332,7 +383,11 @@ def names_from_similarities(sim: np.ndarray, protos: Mapping[str, Any],
     Each slot gets the prototype of highest cosine similarity. It is :data:`UNKNOWN` when that
     similarity is below ``min_similarity`` or, for calibrated prototypes (``"calibration"``), when
     its confidence (:func:`name_probabilities` at the stored temperature) is below the stored
-    ``min_confidence``. Several slots may get the same instrument (two violins in a quartet).
+    ``min_confidence``. A calibration with a ``family_min_confidence`` (:func:`calibrate` with
+    families) names such a slot (above ``min_similarity``) by its most probable family instead
+    (``"strings"``; its confidence is the family's, :func:`family_probabilities`) where that
+    family's confidence reaches the cut. Several slots may get the same instrument (two violins in
+    a quartet).
     """
     names = list(protos["names"])
     sim = np.asarray(sim, dtype=np.float64).reshape(-1, len(names))
@@ -340,15 +395,26 @@ def names_from_similarities(sim: np.ndarray, protos: Mapping[str, Any],
     cal = protos.get(CALIBRATION_KEY)
     conf: np.ndarray | None = None
     cut = 0.0
+    fam_cut: float | None = None
+    families: list[str] = []
+    fprob = np.zeros((len(sim), 0))
     if cal is not None:
         cal = check_calibration(cal)
         prob = name_probabilities(sim, cal["temperature"])
         conf, cut = prob[np.arange(len(best)), best], cal["min_confidence"]
+        fam_cut = cal.get(FAMILY_CUT_KEY)
+        if fam_cut is not None and len(sim):
+            families, fprob = family_probabilities(sim, protos, cal["temperature"])
     out = []
     for k, j in enumerate(best):
         s = float(sim[k, j])
         c = None if conf is None else float(conf[k])
         ok = s >= min_similarity and (c is None or c >= cut)
+        if not ok and fam_cut is not None and s >= min_similarity:
+            f = int(fprob[k].argmax())
+            if float(fprob[k, f]) >= fam_cut:
+                out.append(SlotName(families[f], s, float(fprob[k, f]), str(names[j])))
+                continue
         out.append(SlotName(str(names[j]) if ok else UNKNOWN, s, c, str(names[j])))
     return out
 
@@ -365,6 +431,8 @@ def family_of(name: str, protos: Mapping[str, Any] | None = None) -> str:
     """Family of an instrument name: the prototypes' own label, else the package's table."""
     if protos is not None and name in protos.get("names", ()):
         return str(protos["families"][list(protos["names"]).index(name)])
+    if name in FAMILIES:  # a slot named at the family level (the calibrated fallback, or 1b)
+        return name
     return INSTRUMENT_FAMILY.get(name, UNKNOWN_FAMILY)
 
 
@@ -383,8 +451,9 @@ def unique_track_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-__all__ = ["CALIBRATION_KEY", "DEFAULT_MIN_SIMILARITY", "EXTRA_PROGRAMS", "PROTOTYPE_KEYS",
-           "TEMPERATURE_BOUNDS", "UNKNOWN", "SlotName", "calibrate", "check_calibration",
-           "check_prototypes", "family_of", "fit_temperature", "gm_program", "name_probabilities",
-           "name_slots", "names_from_similarities", "prototypes_from_embeddings", "score_slots", "similarities",
+__all__ = ["CALIBRATION_KEY", "DEFAULT_MIN_SIMILARITY", "EXTRA_PROGRAMS", "FAMILY_CUT_KEY",
+           "PROTOTYPE_KEYS", "TEMPERATURE_BOUNDS", "UNKNOWN", "SlotName", "calibrate",
+           "check_calibration", "check_prototypes", "family_of", "family_probabilities",
+           "fit_temperature", "gm_program", "name_probabilities", "name_slots",
+           "names_from_similarities", "prototypes_from_embeddings", "score_slots", "similarities",
            "tune_min_confidence", "unique_track_names"]

@@ -132,7 +132,8 @@ def calibrate_checkpoint(
     """Calibrate the instrument names of ``model_path`` on ``split`` and store the result.
 
     Writes the checkpoint, unchanged but for ``extra["instrument_prototypes"]`` (now with its
-    ``"calibration"`` entry, :func:`slotmpe.instruments.calibrate`), to ``out_path`` (default:
+    ``"calibration"`` entry, :func:`slotmpe.instruments.calibrate` with the stems' families, so
+    the family fallback is calibrated too), to ``out_path`` (default:
     ``model_path`` itself), atomically. Returns the calibration entry. Raises
     :class:`ValueError` when the split has no matched slot to calibrate on.
     """
@@ -154,7 +155,7 @@ def calibrate_checkpoint(
                          f"the names of {model_path} on")
     calibrated = calibrate(protos, pairs.sims, pairs.labels,
                            source=f"{feature_dir} ({split}: {len(set(pairs.pieces))} files, "
-                                  f"{len(pairs.labels)} matched slots)")
+                                  f"{len(pairs.labels)} matched slots)", families=pairs.families)
     ckpt = read_checkpoint(model_path)
     extra = dict(ckpt.get("extra") or {})
     extra["instrument_prototypes"] = calibrated
@@ -162,8 +163,9 @@ def calibrate_checkpoint(
     with atomic_path(Path(out_path) if out_path else model_path) as tmp:
         torch.save(ckpt, tmp)
     cal = calibrated["calibration"]
-    log.info("%s: names calibrated on %s: temperature %.4f, min_confidence %.3f (accuracy %.1f %%, "
-             "%.1f %% unknown)", model_path, split, cal["temperature"], cal["min_confidence"],
+    log.info("%s: names calibrated on %s: temperature %.4f, min_confidence %.3f, family cut %s "
+             "(accuracy %.1f %%, %.1f %% unknown at the instrument cut)", model_path, split,
+             cal["temperature"], cal["min_confidence"], cal.get("family_min_confidence"),
              100 * cal["accuracy"], 100 * cal["unknown_rate"])
     return cal
 

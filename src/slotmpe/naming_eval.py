@@ -65,7 +65,12 @@ def name_figures(sims: np.ndarray, labels: Sequence[str], families: Sequence[str
                  activity: np.ndarray, protos: Mapping[str, Any], min_similarity: float,
                  activity_threshold: float = 0.5) -> dict[str, Any]:
     """Accuracy figures of the names of matched slots (module docstring) under the naming rule of
-    ``protos`` (calibrated or not) and ``min_similarity``."""
+    ``protos`` (calibrated or not) and ``min_similarity``: per ``all`` / ``written`` slots,
+    ``instrument_accuracy`` (instrument named and right / pairs), ``family_accuracy`` (family of
+    the written name right / pairs), ``unknown_rate``, ``family_named_rate`` (written at the
+    family level, the calibrated fallback) and ``named_accuracy`` (right at the level written,
+    instrument or family / slots not "unknown")."""
+    from slotmpe.constants import FAMILIES
     from slotmpe.instruments import UNKNOWN, family_of, names_from_similarities
 
     named = names_from_similarities(sims, protos, min_similarity) if len(sims) else []
@@ -76,18 +81,23 @@ def name_figures(sims: np.ndarray, labels: Sequence[str], families: Sequence[str
         confusion[(label, name)] += 1
         for key in ("all", "written") if act >= activity_threshold else ("all",):
             c = counts[key]
+            at_family = name in FAMILIES and name not in protos.get("names", ())
+            fam_right = name != UNKNOWN and family_of(name, protos) == family
             c["pairs"] += 1
             c["instrument_right"] += name == label
-            c["family_right"] += name != UNKNOWN and family_of(name, protos) == family
+            c["family_right"] += fam_right
             c["unknown"] += name == UNKNOWN
+            c["family_named"] += at_family
+            c["written_right"] += fam_right if at_family else name == label
     out: dict[str, Any] = {}
     for key, c in counts.items():
         n_pairs, n_named = c["pairs"], c["pairs"] - c["unknown"]
         out[key] = {"pairs": n_pairs,
                     "instrument_accuracy": c["instrument_right"] / n_pairs if n_pairs else None,
-                    "named_accuracy": c["instrument_right"] / n_named if n_named else None,
+                    "named_accuracy": c["written_right"] / n_named if n_named else None,
                     "family_accuracy": c["family_right"] / n_pairs if n_pairs else None,
-                    "unknown_rate": c["unknown"] / n_pairs if n_pairs else None}
+                    "unknown_rate": c["unknown"] / n_pairs if n_pairs else None,
+                    "family_named_rate": c["family_named"] / n_pairs if n_pairs else None}
     out["confusion"] = [{"label": a, "named": b, "count": k}
                         for (a, b), k in sorted(confusion.items())]
     return out

@@ -252,7 +252,10 @@ def render_card(data: Mapping[str, Any]) -> str:
     if naming_rows:
         lines += ["", "Instrument names of the slots that become MIDI tracks, matched to a stem "
                   "(`benchmarks/bench_instrument_names.py`; a slot whose calibrated name "
-                  "confidence is below the cut tuned on validation is written 'unknown'):", ""]
+                  "confidence is below the cut tuned on validation is written by its family "
+                  "where the family's confidence passes its own cut tuned on validation, else "
+                  "'unknown'; 'right among the named' counts a family name right when the family "
+                  "is):", ""]
 
         def pct(v: object) -> str:
             return "–" if v is None else f"{100 * float(v):.1f} %"  # type: ignore[arg-type]
@@ -260,7 +263,8 @@ def render_card(data: Mapping[str, Any]) -> str:
         for ds, nm in naming_rows:
             lines.append(f"- {ds}: {nm.get('pairs')} slots, instrument right "
                          f"{pct(nm.get('instrument_accuracy'))}, family right "
-                         f"{pct(nm.get('family_accuracy'))}, 'unknown' "
+                         f"{pct(nm.get('family_accuracy'))}, named by family "
+                         f"{pct(nm.get('family_named_rate'))}, 'unknown' "
                          f"{pct(nm.get('unknown_rate'))}, right among the named "
                          f"{pct(nm.get('named_accuracy'))}")
     else:

@@ -52,7 +52,8 @@ NEVER_SEEN: tuple[str, ...] = (
     "(TimGM6mb.sf2), so room sound, microphones, expressive playing and real instruments' "
     "timbre are all new to it",
     "singing voice, drums as pitched sources, and instruments outside its training vocabulary "
-    "(a slot unlike every prototype is named 'unknown')",
+    "(such a slot is written 'unknown' or with the nearest family of its training vocabulary, "
+    "never with its own name; the test figures of the other dataset below show how often)",
     "more than 8 simultaneous sources, and pitches outside MIDI 23..94",
 )
 

@@ -184,7 +184,7 @@ def test_findings_effects_ci_and_verdicts(tmp_path: Path) -> None:
     assert ("timbre_vs_film", "electro", "2a", "2b", "std_f1") in got
     assert not any(k[1] == "chamber" and k[0] == "timbre_vs_film" for k in got)
     md = (tmp_path / "findings.md").read_text()
-    assert "chamber (~urmp)" in md and "not resolved at this budget" in md
+    assert "chamber (~urmp)" in md and "not resolved: " in md
     assert set(df["ci_method"]) == {"two-level paired bootstrap (seeds, files)"}
     assert bool(m.seeds_agree) and len(m.seed_effects.split(";")) == 2
     assert m.min_detectable == pytest.approx((m.ci_high - m.ci_low) / 2, abs=0.011)
@@ -207,6 +207,23 @@ def test_findings_need_two_seeds_that_agree(tmp_path: Path) -> None:
     assert verdict(2.0, 5.0, 3.0, seeds_agree=False, n_seeds=3, n_files=15) == UNRESOLVED
     assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=1, n_files=15) == UNRESOLVED
     assert verdict(2.0, 5.0, 3.0, seeds_agree=True, n_seeds=3, n_files=4) == UNRESOLVED
+    assert r["reason"] == "1 seed (at least 2 needed)"
+    assert "not resolved: 1 seed (at least 2 needed) |" in (tmp_path / "f1.md").read_text()
+
+
+def test_every_unresolved_finding_says_why() -> None:
+    from slotmpe.results.findings import HOLDS, verdict, verdict_reason
+
+    assert verdict_reason(2.0, 5.0, 3.0, True, 3, 15) == ""
+    assert verdict(2.0, 5.0, 3.0, True, 3, 15) == HOLDS
+    assert verdict_reason(-1.0, 5.0, 3.0, True, 3, 15) == "the 95 % CI covers 0"
+    assert verdict_reason(2.0, 5.0, 3.0, False, 3, 15) == "the seeds disagree in sign"
+    assert verdict_reason(-1.0, 5.0, 3.0, False, 3, 15) == ("the seeds disagree in sign; "
+                                                           "the 95 % CI covers 0")
+    assert verdict_reason(2.0, 5.0, 3.0, True, 3, 4) == "4 test files (at least 5 needed)"
+    assert verdict_reason(2.0, 5.0, float("nan"), True, 3, 15) == \
+        "the paper has no effect to compare with"
+    assert verdict_reason(float("nan"), float("nan"), 3.0, True, 1, 1).endswith("no CI")
 
 
 def test_table3_uses_the_stats_module_for_std(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ electro -> mshoxxdb).
 
 Verdict (:func:`verdict`): ``holds`` when the interval excludes 0 on the paper's side **and** the
 effect has that sign in every seed (``seeds_agree``), ``reversed`` when both hold on the other
-side, otherwise ``not resolved at this budget``; also whenever fewer than
+side, otherwise ``not resolved`` (:func:`verdict_reason` says why); also whenever fewer than
 :data:`MIN_SEEDS_FOR_VERDICT` seeds (one seed says nothing about training randomness: its
 interval is over files only, ``ci_method`` says so) or fewer than :data:`MIN_FILES_FOR_VERDICT`
 test files are compared, or the paper has no effect to compare with.
@@ -42,14 +42,14 @@ log = get_logger(__name__)
 FINDINGS_COLUMNS: tuple[str, ...] = (
     "finding", "dataset", "exp_a", "exp_b", "metric", "effect", "ci_low", "ci_high", "n_seeds",
     "n_files", "paper_effect", "verdict", "ci_method", "seeds_agree", "seed_effects",
-    "min_detectable",
+    "min_detectable", "reason",
 )
 METRIC_OUTPUT: dict[str, str] = {
     "slot_f1": "slot", "std_f1": "mix", "note_onset_f1": "note_onset",
     "note_onoff_f1": "note_onoff", "slot_note_onset_f1": "slot_note_onset",
     "slot_note_onoff_f1": "slot_note_onoff", "multi_instrument_f1": "multi_instrument",
 }
-HOLDS, REVERSED, UNRESOLVED = "holds", "reversed", "not resolved at this budget"
+HOLDS, REVERSED, UNRESOLVED = "holds", "reversed", "not resolved"
 # Below this many common test files a file bootstrap has too few distinct resamples to trust.
 MIN_FILES_FOR_VERDICT = 5
 # One seed cannot show training randomness: no verdict from a single seed.
@@ -90,13 +90,41 @@ def verdict(
     n_seeds: int = MIN_SEEDS_FOR_VERDICT,
     n_files: int = MIN_FILES_FOR_VERDICT,
 ) -> str:
-    """``holds`` / ``reversed`` / ``not resolved at this budget`` (module docstring)."""
+    """``holds`` / ``reversed`` / ``not resolved`` (module docstring; :func:`verdict_reason`
+    says why a finding is not resolved)."""
     if (not np.all(np.isfinite([paper_effect, ci_low, ci_high])) or paper_effect == 0
             or ci_low <= 0 <= ci_high or not seeds_agree or n_seeds < MIN_SEEDS_FOR_VERDICT
             or n_files < MIN_FILES_FOR_VERDICT):
         return UNRESOLVED
     same_side = (ci_low > 0) == (paper_effect > 0)
     return HOLDS if same_side else REVERSED
+
+
+def verdict_reason(
+    ci_low: float,
+    ci_high: float,
+    paper_effect: float,
+    seeds_agree: bool = True,
+    n_seeds: int = MIN_SEEDS_FOR_VERDICT,
+    n_files: int = MIN_FILES_FOR_VERDICT,
+) -> str:
+    """Why :func:`verdict` gives no verdict (``""`` where it gives one): every reason that
+    applies, ``"; "``-joined: no paper effect to compare with, too few seeds or test files, the
+    seeds disagree in sign, the 95 % CI covers 0."""
+    reasons = []
+    if not np.isfinite(paper_effect) or paper_effect == 0:
+        reasons.append("the paper has no effect to compare with")
+    if n_seeds < MIN_SEEDS_FOR_VERDICT:
+        reasons.append(f"{n_seeds} seed (at least {MIN_SEEDS_FOR_VERDICT} needed)")
+    if n_files < MIN_FILES_FOR_VERDICT:
+        reasons.append(f"{n_files} test files (at least {MIN_FILES_FOR_VERDICT} needed)")
+    if not seeds_agree and n_seeds > 1:
+        reasons.append("the seeds disagree in sign")
+    if not np.all(np.isfinite([ci_low, ci_high])):
+        reasons.append("no CI")
+    elif ci_low <= 0 <= ci_high:
+        reasons.append("the 95 % CI covers 0")
+    return "; ".join(reasons)
 
 
 def _paper_effect(f: Finding) -> float:
@@ -151,6 +179,8 @@ def build_findings(
                 "ci_method": eff.ci_method, "seeds_agree": eff.seeds_agree,
                 "seed_effects": ";".join(f"{d:+.2f}" for d in eff.seed_effects),
                 "min_detectable": round(eff.half_width, 2),
+                "reason": verdict_reason(eff.ci_low, eff.ci_high, pe, eff.seeds_agree,
+                                         eff.n_seeds, eff.n_files),
             })
     return pd.DataFrame.from_records(rows, columns=list(FINDINGS_COLUMNS))
 
@@ -172,8 +202,9 @@ def render_findings_md(
         "from 0. Paper effect: the same difference in the paper's Table III (on the paper's "
         "dataset; ours are stand-ins where named so). Verdict: *holds* if the CI excludes 0 on "
         "the paper's side and every seed has the effect's sign, *reversed* if both hold on the "
-        "other side, else *not resolved at this budget* (always with a single seed, whose CI "
-        "covers test files only).\n",
+        "other side, else *not resolved*, with the reasons: the seeds disagree in sign, the CI "
+        "covers 0, too few seeds (always with a single seed, whose CI covers test files only) "
+        "or files.\n",
         "| Finding | Dataset | A vs B | Metric | Effect [95 % CI] | Per seed | Detectable | Paper "
         "| Seeds | Files | Verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -194,7 +225,9 @@ def render_findings_md(
         lines.append(
             f"| {claim} | {ds_label} | {r['exp_a']} vs {r['exp_b']} | {r['metric']} | "
             f"{r['effect']:+.2f} {ci} | {per_seed} | {det} | {paper} | "
-            f"{int(r['n_seeds'])} | {int(r['n_files'])} | {r['verdict']} |"
+            f"{int(r['n_seeds'])} | {int(r['n_files'])} | {r['verdict']}"
+            + (f": {r['reason']}" if isinstance(r.get("reason"), str) and r["reason"] else "")
+            + " |"
         )
     if df.empty:
         lines.append("| (no finding: the compared experiments are not configured) |||||||||||")

@@ -40,8 +40,11 @@ def main() -> None:
                               strict=True):
         ref = [paper.loc[(e, ALIASES[d]), col] if (e, ALIASES[d]) in paper.index else np.nan
                for e, d in zip(ours["exp"], ours["dataset"], strict=True)]
-        ax.bar(x - 0.2, ours[col], 0.4, label="ours (embedded chamber / electro, 1 seed)",
-               color="#1f77b4")
+        n = int(ours["n_seeds"].max()) if "n_seeds" in ours else 1
+        err = ours[f"{col}_std"] if f"{col}_std" in ours and n > 1 else None
+        ax.bar(x - 0.2, ours[col], 0.4, yerr=err, capsize=2,
+               label=f"ours (embedded chamber / electro, mean of {n} seed{'s' if n > 1 else ''}"
+                     f"{', ± std' if err is not None else ''})", color="#1f77b4")
         ax.bar(x + 0.2, ref, 0.4, label="paper (URMP / mshoxxDB)", color="#bbbbbb")
         ax.set_ylabel(title)
         ax.set_ylim(0, 100)

@@ -92,9 +92,7 @@ def verdict(
 ) -> str:
     """``holds`` / ``reversed`` / ``not resolved`` (module docstring; :func:`verdict_reason`
     says why a finding is not resolved)."""
-    if (not np.all(np.isfinite([paper_effect, ci_low, ci_high])) or paper_effect == 0
-            or ci_low <= 0 <= ci_high or not seeds_agree or n_seeds < MIN_SEEDS_FOR_VERDICT
-            or n_files < MIN_FILES_FOR_VERDICT):
+    if verdict_reason(ci_low, ci_high, paper_effect, seeds_agree, n_seeds, n_files):
         return UNRESOLVED
     same_side = (ci_low > 0) == (paper_effect > 0)
     return HOLDS if same_side else REVERSED

@@ -38,7 +38,7 @@ def test_4m_is_3c_with_activity_in_the_matching() -> None:
     assert e.base == "3c" and training_experiment(e) == "4m" and e.derived_from is None
     assert dataclasses.replace(e, name="3c", base=None, description="",
                                activity_match_weight=None) == EXPERIMENTS["3c"]
-    assert e.activity_match_weight == 1.0
+    assert e.activity_match_weight == 3.0  # set on validation (issue 29 screening)
     assert active_loss_terms(e) == active_loss_terms(EXPERIMENTS["3c"])
     assert all(x.activity_match_weight is None for x in EXPERIMENTS.values())
 
@@ -46,8 +46,8 @@ def test_4m_is_3c_with_activity_in_the_matching() -> None:
 def test_resolve_weight() -> None:
     assert resolve_activity_match_weight(get_experiment("3c"), 0.0) == 0.0
     assert resolve_activity_match_weight(get_experiment("2b"), 0.3) == 0.3
-    assert resolve_activity_match_weight(get_experiment("4m"), 0.0) == 1.0
-    assert resolve_activity_match_weight(get_experiment("4m"), 3.0) == 1.0
+    assert resolve_activity_match_weight(get_experiment("4m"), 0.0) == 3.0
+    assert resolve_activity_match_weight(get_experiment("4m"), 1.0) == 3.0
     assert resolve_activity_match_weight(get_experiment("1b"), 3.0) == 0.0  # fixed order
     with pytest.raises(ValueError, match=">= 0"):
         resolve_activity_match_weight(get_experiment("2b"), -1.0)
@@ -72,7 +72,7 @@ def _batch(b: int = 2, w: int = 23) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(("exp_name", "cfg_weight", "expected"),
-                         [("3c", 0.7, 0.7), ("3c", 0.0, 0.0), ("4m", 0.0, 1.0)])
+                         [("3c", 0.7, 0.7), ("3c", 0.0, 0.0), ("4m", 0.0, 3.0)])
 def test_config_weight_reaches_the_matching_of_a_training_epoch(
     monkeypatch: pytest.MonkeyPatch, exp_name: str, cfg_weight: float, expected: float
 ) -> None:

@@ -51,7 +51,7 @@ def test_duplicate_tally_counts_active_unmatched_duplicates() -> None:
 def test_run_weights_follow_the_run_and_the_row() -> None:
     meta = {"extra": {"train_config": {"timbre_match_weight": 0.5, "activity_match_weight": 0.3}}}
     assert bd.run_weights(meta, get_experiment("3c")) == (0.5, 0.3)
-    assert bd.run_weights(meta, get_experiment("4m")) == (0.5, 1.0)
+    assert bd.run_weights(meta, get_experiment("4m")) == (0.5, 3.0)
     assert bd.run_weights({"extra": {}}, get_experiment("2b")) == (1.0, 0.0)  # older checkpoint
 
 

@@ -209,7 +209,7 @@ def _duplicate_outputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def test_activity_match_weight_moves_the_match_to_the_active_duplicate() -> None:
-    """3c with ``act_weight`` and 4m (its own weight 1) match the slot that predicts itself
+    """3c with ``act_weight`` and 4m (its own weight 3) match the slot that predicts itself
     active; 3c at the paper's weight 0 keeps slot 0, and the activity loss then contradicts both
     duplicates' predictions."""
     batch = _batch(3)
@@ -223,7 +223,7 @@ def test_activity_match_weight_moves_the_match_to_the_active_duplicate() -> None
     wts = default_loss_weights(e3c)
     act_paper = L.compute_losses(e3c, out, batch, wts)["activity"]
     act_4m = L.compute_losses(e4m, out, batch, wts)["activity"]
-    act_w = L.compute_losses(e3c, out, batch, wts, match_act_weight=1.0)["activity"]
+    act_w = L.compute_losses(e3c, out, batch, wts, match_act_weight=3.0)["activity"]
     assert float(act_4m) == pytest.approx(float(act_w)) and float(act_4m) < float(act_paper)
 
 

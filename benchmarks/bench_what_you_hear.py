@@ -37,9 +37,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from bench_stream import matched_counts  # benchmarks/ is on sys.path when run as a script
+from bench_stream import (  # benchmarks/ is on sys.path when run as a script
+    f1,
+    matched_counts,
+    piece_reference,
+    roll_counts,
+)
 
-from slotmpe.targets import notes_to_roll as reference_roll
 from slotmpe.transcribe import (
     MIX,
     Track,
@@ -73,15 +77,9 @@ def piece_sources(piece: Path, manifest: Path, n_frames: int) -> list[Source]:
     rows = rows[(rows["piece_id"] == piece.name) & rows["pitched"].astype(bool)]
     if rows.empty:
         raise ValueError(f"{manifest}: no pitched stems of piece {piece.name!r}")
-    return [Source(Path(r.notes_path).stem, str(r.instrument),
-                   reference_roll(pd.read_csv(root / r.notes_path), n_frames, name=str(r.notes_path)))
-            for r in rows.itertuples()]
-
-
-def _f1(a: np.ndarray, b: np.ndarray) -> float:
-    tp = int((a & b).sum())
-    n = int(a.sum()) + int(b.sum())
-    return 2 * tp / n if n else 0.0
+    return [Source(Path(r.notes_path).stem, str(r.instrument), roll)
+            for r, roll in zip(rows.itertuples(), piece_reference(rows, root, n_frames),
+                               strict=True)]
 
 
 def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
@@ -105,14 +103,14 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
         if k in paired:
             s = sources[paired[k]]
             row.update(verdict="source", stem=s.name, instrument=s.instrument,
-                       f1=_f1(rolls[k], s.roll))
+                       f1=f1(roll_counts(rolls[k], s.roll)))
         else:
             cells = int(rolls[k].sum())
             best = max(paired, key=lambda j: int((rolls[k] & rolls[j]).sum()), default=None)
             if best is not None and cells and (rolls[k] & rolls[best]).sum() >= CONTAINMENT * cells:
                 s = sources[paired[best]]
                 row.update(verdict="duplicate", stem=f"copies {tracks[best].name}",
-                           instrument=s.instrument, f1=_f1(rolls[k], s.roll))
+                           instrument=s.instrument, f1=f1(roll_counts(rolls[k], s.roll)))
         rows.append(row)
     missed = [s.name for i, s in enumerate(sources) if i not in paired.values()]
     return rows, missed
@@ -140,9 +138,9 @@ def markdown(label: str, rows: Sequence[dict[str, Any]], missed: Sequence[str],
              "| track (name in the MIDI) | GM program | notes | is | stem | F1 vs stem |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        f1 = "" if r["f1"] is None else f"{100 * r['f1']:.1f}"
+        score = "" if r["f1"] is None else f"{100 * r['f1']:.1f}"
         lines.append(f"| {r['track']} | {r['program']} | {r['notes']} | {r['verdict']} | "
-                     f"{r['stem']} | {f1} |")
+                     f"{r['stem']} | {score} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slotmpe.experiments import get_experiment
-from slotmpe.results.publish import wall_times
+from slotmpe.results.publish import seed_of_benchmark, wall_times
 
 
 @dataclass
@@ -45,7 +45,6 @@ class Job:
     after: list[str] = field(default_factory=list)
 
 
-_SEED = re.compile(r"_seed(\d+)")
 _MODEL = re.compile(r"^(?P<ds>[^_/]+)_(?P<exp>[^_]+)_seed(?P<seed>\d+)")
 
 
@@ -130,7 +129,7 @@ def main() -> None:
                    help="the measured seed whose jobs are replayed (others are left out)")
     args = p.parse_args()
     rows = [r for r in wall_times(args.bench_dir)
-            if (m := _SEED.search(r["benchmark"])) is None or int(m[1]) == args.seed]
+            if seed_of_benchmark(r["benchmark"]) in (None, args.seed)]
     if not rows:
         raise SystemExit(f"no benchmark files under {args.bench_dir}")
     one = build_jobs(rows)

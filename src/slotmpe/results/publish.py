@@ -197,7 +197,8 @@ def _validate_json(path: Path) -> None:
         raise ValueError(f"{path} does not hold a JSON object; nothing was published")
 
 
-def _seed_of_benchmark(name: str) -> int | None:
+def seed_of_benchmark(name: str) -> int | None:
+    """The seed in a benchmark name (``train/chamber_3c_seed2`` -> 2), None for shared jobs."""
     hit = re.search(r"(?<![0-9a-z])seed(\d+)(?![0-9])", name)
     return int(hit.group(1)) if hit else None
 
@@ -318,7 +319,7 @@ def publish_run(
         for s in new_seeds:
             ck = next((r["cpu"] for r in records if r["seed"] == s
                        and isinstance(r.get("cpu"), dict)), None)
-            mine = [b for b in bench if _seed_of_benchmark(b["benchmark"]) == s]
+            mine = [b for b in bench if seed_of_benchmark(b["benchmark"]) == s]
             seed_info[str(s)] = {
                 "commit": commit, "dirty": dirty, "config_sha256": digest, "published": now,
                 "results_dir": str(results_dir), "cpu": ck or machine,
@@ -328,9 +329,9 @@ def publish_run(
                 "cpu_s_total": round(sum(b["cpu_s"] or 0.0 for b in mine), 2),
             }
         old_bench = {b["benchmark"]: b for b in (old or {}).get("wall_time") or []
-                     if _seed_of_benchmark(b["benchmark"]) in (None, *kept)}
+                     if seed_of_benchmark(b["benchmark"]) in (None, *kept)}
         old_bench.update({b["benchmark"]: b for b in bench
-                          if _seed_of_benchmark(b["benchmark"]) in (None, *new_seeds)})
+                          if seed_of_benchmark(b["benchmark"]) in (None, *new_seeds)})
         env = {
             "commit": commit, "commit_short": commit[:7],
             "dirty": bool(dirty or (old or {}).get("dirty")),

@@ -43,6 +43,16 @@ def test_4m_is_3c_with_activity_in_the_matching() -> None:
     assert all(x.activity_match_weight is None for x in EXPERIMENTS.values())
 
 
+def test_4n_is_2b_with_4ms_weight() -> None:
+    """4n: the same change as 4m on 2b (the best stem row of the published run), trained."""
+    n, m = get_experiment("4n"), get_experiment("4m")
+    assert n.base == "2b" and training_experiment(n) == "4n" and n.derived_from is None
+    assert n.activity_match_weight == m.activity_match_weight == 3.0
+    assert dataclasses.replace(n, name="2b", base=None, description="",
+                               activity_match_weight=None) == EXPERIMENTS["2b"]
+    assert resolve_activity_match_weight(n, 0.0) == 3.0
+
+
 def test_resolve_weight() -> None:
     assert resolve_activity_match_weight(get_experiment("3c"), 0.0) == 0.0
     assert resolve_activity_match_weight(get_experiment("2b"), 0.3) == 0.3

@@ -233,6 +233,16 @@ def test_table3_ext_rows_config() -> None:
     with pytest.raises(ConfigError, match="unknown experiment"):
         table3_ext_rows({**cfg, "table3_ext_rows": [["4z", "chamber"]]})
     assert table3_ext_rows({"datasets": {}}) == []
+    # a third name: the experiment the row is compared with (issue 29: 4m against 2b)
+    assert table3_ext_rows({**cfg, "table3_ext_rows": [["4m", "chamber", "2b"]]}) == [
+        ("4m", "chamber", "2b")]
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        table3_ext_rows({**cfg, "table3_ext_rows": [["4m", "chamber", "9z"]]})
+    with pytest.raises(ConfigError, match="is not \\[exp, dataset\\]"):
+        table3_ext_rows({**cfg, "table3_ext_rows": [["4m", "chamber", "2b", "3c"]]})
+    from slotmpe.config import trained_experiments
+
+    assert trained_experiments({"table3_ext_rows": [["4m", "chamber", "2b"]]}) == ["2b", "3c", "4m"]
 
 
 def _run(root: Path, exp: str, seed: int, slot_f1: float, dup: float, tp: list[int]) -> Path:
@@ -276,6 +286,37 @@ def test_table3_ext_from_runs(tmp_path: Path) -> None:
     with pytest.raises(ExtTableError, match="no metrics for 2b/chamber"):
         write_table3_ext(paths[:2], rows, tmp_path / "u.csv", tmp_path / "u.md")
     assert not (tmp_path / "u.csv").exists()
+    # no named reference: the base; 4 test files are too few for a verdict
+    assert (r["reference"], r["ref_slot_f1"], r["verdict"]) == ("2b", 50.5, "not resolved")
+    assert r["reason"] == "4 test files (at least 5 needed)"
+    assert "| 2b | 50.50 |" in md and "not resolved (4 test files" in md
+
+
+def test_table3_ext_against_a_named_reference(tmp_path: Path) -> None:
+    """A row's third name replaces its base as what the effect is measured against (issue 29:
+    every extension against 2b); the base stays in the table; one seed gets no verdict."""
+    pytest.importorskip("slotmpe.results.stats")
+    from slotmpe.results.ext import ExtTableError, ext_rows_with_bases, write_table3_ext
+
+    rows = [("4a", "chamber", "3c")]
+    assert ext_rows_with_bases(rows) == [("4a", "chamber"), ("2b", "chamber"), ("3c", "chamber")]
+    paths = [
+        _run(tmp_path, "4a", 0, 40.0, 0.0, [10, 12, 30, 20, 8, 9]),
+        _run(tmp_path, "4a", 1, 41.0, 0.0, [11, 13, 31, 21, 9, 9]),
+        _run(tmp_path, "2b", 0, 30.0, 20.0, [1, 2, 3, 1, 1, 1]),
+        _run(tmp_path, "2b", 1, 31.0, 22.0, [1, 2, 3, 1, 1, 1]),
+        _run(tmp_path, "3c", 0, 60.0, 5.0, [30, 40, 50, 40, 30, 30]),
+        _run(tmp_path, "3c", 1, 61.0, 5.0, [31, 41, 51, 41, 31, 31]),
+    ]
+    r = write_table3_ext(paths, rows, tmp_path / "t.csv", tmp_path / "t.md").iloc[0]
+    assert (r["base"], r["base_slot_f1"], r["reference"], r["ref_slot_f1"]) == ("2b", 30.5, "3c", 60.5)
+    assert r["ci_high"] < 0 and r["verdict"] == "worse" and r["reason"] == ""
+    one = write_table3_ext([paths[0], paths[2], paths[4]], rows, tmp_path / "o.csv",
+                           tmp_path / "o.md").iloc[0]
+    assert one["verdict"] == "not resolved" and "1 seed" in one["reason"]
+    assert "not resolved (1 seed" in (tmp_path / "o.md").read_text()
+    with pytest.raises(ExtTableError, match="no metrics for 3c/chamber"):
+        write_table3_ext(paths[:4], rows, tmp_path / "u.csv", tmp_path / "u.md")
 
 
 def test_postprocess_steps_are_defined_for_every_row() -> None:

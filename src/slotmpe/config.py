@@ -116,26 +116,33 @@ def table3_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def table3_ext_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The configured extension rows (``table3_ext_rows``) as ``(exp, dataset)`` pairs.
+def table3_ext_rows(config: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The configured extension rows (``table3_ext_rows``) as ``(exp, dataset)`` pairs, or
+    ``(exp, dataset, reference)`` where a row names the experiment its effect is measured
+    against (default: the extension's base; :mod:`slotmpe.results.ext`).
 
-    Checked like :func:`table3_rows`; each experiment must be an extension (one with a ``base``).
-    Empty when the key is absent.
+    Checked like :func:`table3_rows`; each experiment must be an extension (one with a ``base``),
+    a reference a known experiment. Empty when the key is absent.
     """
     from slotmpe.experiments import get_experiment
 
-    rows = [(str(r[0]), str(r[1])) for r in config.get("table3_ext_rows", None) or []]
+    rows = [tuple(str(x) for x in r) for r in config.get("table3_ext_rows", None) or []]
     known = set(config.get("datasets", {}))
-    for exp, ds in rows:
+    for row in rows:
+        if len(row) not in (2, 3):
+            raise ConfigError(f"table3_ext_rows: {list(row)} is not [exp, dataset] or "
+                              "[exp, dataset, reference]")
+        exp, ds = row[:2]
         if ds not in known:
             raise ConfigError(
                 f"table3_ext_rows names dataset {ds!r} (exp {exp}) not in datasets: {sorted(known)}"
             )
-        try:
-            e = get_experiment(exp)
-        except KeyError as err:
-            raise ConfigError(f"table3_ext_rows: {err.args[0]}") from None
-        if e.base is None:
+        for name in row[::2]:
+            try:
+                get_experiment(name)
+            except KeyError as err:
+                raise ConfigError(f"table3_ext_rows: {err.args[0]}") from None
+        if get_experiment(exp).base is None:
             raise ConfigError(f"table3_ext_rows: {exp} is not an extension experiment (no base)")
     return rows
 
@@ -280,6 +287,9 @@ def trained_experiments(config: Mapping[str, Any]) -> list[str]:
         if e is None:
             continue
         names |= {e.name, *(n for n in (e.derived_from, e.base) if n)}
+        if len(row) == 3 and str(row[2]) in ALL_EXPERIMENTS:  # an extension row's reference
+            ref = ALL_EXPERIMENTS[str(row[2])]
+            names |= {ref.name, *(n for n in (ref.derived_from,) if n)}
     return [n for n in ALL_EXPERIMENTS if n in names]
 
 

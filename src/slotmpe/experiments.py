@@ -233,6 +233,9 @@ def _extensions() -> dict[str, Experiment]:
                "cost (weight 3 on -log sigmoid(activity logit), DETR-style; 3 of 0.3 / 1 / 3 "
                "had the best validation slot F1 on both datasets, seed 0)",
                activity_match_weight=3.0),
+        extend(e2b, "4n", "2b + the slot's activity in the Hungarian matching cost (4m's "
+               "change, weight 3, on the FiLM base without the timbre losses: 2b has the best "
+               "stem F1 of the published run on both datasets)", activity_match_weight=3.0),
     ]
     return {e.name: e for e in sorted(exts, key=lambda e: e.name)}
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from bench_stream import (  # benchmarks/ is on sys.path when run as a script
     roll_counts,
 )
 
+from slotmpe.instruments import name_is_right
 from slotmpe.transcribe import (
     MIX,
     Track,
@@ -62,11 +64,13 @@ CONTAINMENT = 0.5  # share of an unpaired track's cells inside a paired track: a
 
 @dataclass(frozen=True)
 class Source:
-    """One pitched stem of the piece: its instrument and note roll ``(72, T)`` (bool)."""
+    """One pitched stem of the piece: its instrument, note roll ``(72, T)`` (bool) and family
+    (``""``: the package's family of the instrument)."""
 
     name: str
     instrument: str
     roll: np.ndarray
+    family: str = ""
 
 
 def piece_sources(piece: Path, manifest: Path, n_frames: int) -> list[Source]:
@@ -77,7 +81,7 @@ def piece_sources(piece: Path, manifest: Path, n_frames: int) -> list[Source]:
     rows = rows[(rows["piece_id"] == piece.name) & rows["pitched"].astype(bool)]
     if rows.empty:
         raise ValueError(f"{manifest}: no pitched stems of piece {piece.name!r}")
-    return [Source(Path(r.notes_path).stem, str(r.instrument), roll)
+    return [Source(Path(r.notes_path).stem, str(r.instrument), roll, str(r.family))
             for r, roll in zip(rows.itertuples(), piece_reference(rows, root, n_frames),
                                strict=True)]
 
@@ -89,7 +93,7 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
     ``tracks``: slot tracks (not the mixture); ``sources``: the piece's stems with rolls
     ``(72, n_frames)``. A row holds ``track``, ``program``, ``notes``, ``verdict`` (``source``,
     ``duplicate``, ``extra``), ``stem`` (the paired stem, or for a duplicate the track it copies),
-    ``instrument`` (the stem's) and ``f1`` (frame F1 against that stem, 0..1)."""
+    ``instrument`` and ``family`` (the stem's) and ``f1`` (frame F1 against that stem, 0..1)."""
     rolls = (np.stack([notes_to_roll(t.notes, n_frames) for t in tracks]) if tracks
              else np.zeros((0, 72, n_frames), dtype=bool))
     ref = (np.stack([s.roll for s in sources]) if sources
@@ -99,10 +103,11 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
     rows: list[dict[str, Any]] = []
     for k, t in enumerate(tracks):
         row: dict[str, Any] = {"track": t.name, "program": int(t.program), "notes": len(t.notes),
-                               "verdict": "extra", "stem": "", "instrument": "", "f1": None}
+                               "verdict": "extra", "stem": "", "instrument": "", "family": "",
+                               "f1": None}
         if k in paired:
             s = sources[paired[k]]
-            row.update(verdict="source", stem=s.name, instrument=s.instrument,
+            row.update(verdict="source", stem=s.name, instrument=s.instrument, family=s.family,
                        f1=f1(roll_counts(rolls[k], s.roll)))
         else:
             cells = int(rolls[k].sum())
@@ -110,7 +115,8 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
             if best is not None and cells and (rolls[k] & rolls[best]).sum() >= CONTAINMENT * cells:
                 s = sources[paired[best]]
                 row.update(verdict="duplicate", stem=f"copies {tracks[best].name}",
-                           instrument=s.instrument, f1=f1(roll_counts(rolls[k], s.roll)))
+                           instrument=s.instrument, family=s.family,
+                           f1=f1(roll_counts(rolls[k], s.roll)))
         rows.append(row)
     missed = [s.name for i, s in enumerate(sources) if i not in paired.values()]
     return rows, missed
@@ -118,13 +124,16 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
 
 def summary(rows: Sequence[dict[str, Any]], missed: Sequence[str], n_sources: int) -> dict[str, Any]:
     """Counts of one model's transcription: tracks, found/duplicate/extra/missed, names right
-    (a paired track whose written name is its stem's instrument)."""
+    (a paired track whose written name, without the number that tells repeated names apart, is
+    right at the level written: its stem's instrument, or its family for a family name;
+    :func:`slotmpe.instruments.name_is_right`)."""
     found = [r for r in rows if r["verdict"] == "source"]
     return {
         "tracks": len(rows), "sources": n_sources, "found": len(found),
         "duplicates": sum(r["verdict"] == "duplicate" for r in rows),
         "extra": sum(r["verdict"] == "extra" for r in rows), "missed": len(missed),
-        "named_right": sum(r["track"].split(" ")[0] == r["instrument"] for r in found),
+        "named_right": sum(name_is_right(re.sub(r" \d+$", "", r["track"]), r["instrument"],
+                                         r.get("family") or None) for r in found),
     }
 
 

@@ -48,6 +48,19 @@ def test_found_duplicate_extra_and_missed() -> None:
     assert "2 found, 1 duplicate, 1 extra, 1 missed (02_flute)" in md
 
 
+def test_family_names_count_at_the_level_written() -> None:
+    """A track named by its family ("strings 2", the calibrated fallback) is right when the
+    stem's family is that family; an instrument name must be the instrument; repeated-name
+    numbers are not part of the name."""
+    sources = [_source("00_viola", "viola", [60]), _source("01_cello", "cello", [48]),
+               _source("02_flute", "flute", [84])]
+    tracks = [_track(1, "strings 1", [60]), _track(2, "woodwinds", [48]),
+              _track(3, "flute 2", [84])]
+    rows, missed = wyh.classify(tracks, sources, T)
+    assert [r["family"] for r in rows] == ["", "", ""]  # from the instrument (no manifest)
+    assert wyh.summary(rows, missed, len(sources))["named_right"] == 2  # strings, flute
+
+
 def test_a_pair_without_shared_cells_is_no_pair() -> None:
     """Hungarian matching pairs every track with some stem; one sharing no cell is not a find."""
     rows, missed = wyh.classify([_track(1, "violin", [60])], [_source("00_violin", "violin", [72])],

@@ -201,3 +201,12 @@ def test_family_fallback_names_slots_below_the_instrument_cut_by_family() -> Non
         with pytest.raises(ValueError, match="family_min_confidence"):
             I.check_calibration({"temperature": 0.1, "min_confidence": 0.5,
                                  I.FAMILY_CUT_KEY: bad})
+
+
+def test_name_is_right_at_the_level_written() -> None:
+    from slotmpe.instruments import UNKNOWN, name_is_right
+
+    assert name_is_right("violin", "violin") and not name_is_right("viola", "violin")
+    assert name_is_right("strings", "viola") and not name_is_right("brass", "viola")
+    assert name_is_right("woodwinds", "x", family="woodwinds")  # the source's own family label
+    assert not name_is_right(UNKNOWN, "violin") and not name_is_right(UNKNOWN, UNKNOWN)

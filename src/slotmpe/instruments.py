@@ -436,6 +436,19 @@ def family_of(name: str, protos: Mapping[str, Any] | None = None) -> str:
     return INSTRUMENT_FAMILY.get(name, UNKNOWN_FAMILY)
 
 
+def name_is_right(name: str, instrument: str, family: str | None = None,
+                  protos: Mapping[str, Any] | None = None) -> bool:
+    """Whether a slot's written ``name`` is right for a source of ``instrument`` (and ``family``,
+    default :func:`family_of` the instrument), at the level it is written: a family name (the
+    calibrated fallback) is right when it is the source's family, an instrument name when it is
+    the source's instrument; "unknown" never is."""
+    if name == UNKNOWN:
+        return False
+    if name in FAMILIES and (protos is None or name not in protos.get("names", ())):
+        return name == (family or family_of(instrument, protos))
+    return name == instrument
+
+
 def unique_track_names(names: Sequence[str]) -> list[str]:
     """Track names from instrument names: a name used once stays as it is; repeated names are
     numbered in order (``violin 1``, ``violin 2``)."""

@@ -71,7 +71,7 @@ def name_figures(sims: np.ndarray, labels: Sequence[str], families: Sequence[str
     family level, the calibrated fallback) and ``named_accuracy`` (right at the level written,
     instrument or family / slots not "unknown")."""
     from slotmpe.constants import FAMILIES
-    from slotmpe.instruments import UNKNOWN, family_of, names_from_similarities
+    from slotmpe.instruments import UNKNOWN, family_of, name_is_right, names_from_similarities
 
     named = names_from_similarities(sims, protos, min_similarity) if len(sims) else []
     counts = {"all": Counter(), "written": Counter()}
@@ -88,7 +88,7 @@ def name_figures(sims: np.ndarray, labels: Sequence[str], families: Sequence[str
             c["family_right"] += fam_right
             c["unknown"] += name == UNKNOWN
             c["family_named"] += at_family
-            c["written_right"] += fam_right if at_family else name == label
+            c["written_right"] += name_is_right(name, label, family, protos)
     out: dict[str, Any] = {}
     for key, c in counts.items():
         n_pairs, n_named = c["pairs"], c["pairs"] - c["unknown"]

@@ -15,8 +15,9 @@ Every slot track is then put beside the sources:
 
 Prints one Markdown table per model (track name and GM program as written into the MIDI file,
 notes, verdict, stem, F1) and a summary line per model: tracks written, sources found, duplicate
-tracks, extra tracks, missed sources, instrument names right among the paired tracks. With
-``--out`` the same Markdown and a JSON are written there.
+tracks, extra tracks, missed sources, names right (at the level written) among the paired tracks.
+With several ``--piece`` folders, a table of the counts summed over them per model comes first.
+With ``--out`` the same Markdown and a JSON are written there.
 
 Usage::
 
@@ -24,6 +25,9 @@ Usage::
         --piece data/chamber/audio/<piece> --manifest data/chamber/manifest.parquet \\
         --model 3c=results/chamber/3c/seed0/model.pt --model 4m=OUT/w1/seed0/model.pt \\
         [--out benchmarks/out/what_you_hear/chamber]
+    # every piece of the test split (the totals first):
+    PYTHONPATH=src python benchmarks/bench_what_you_hear.py --split test \\
+        --manifest data/chamber/manifest.parquet --model ... --model ...
 """
 
 from __future__ import annotations
@@ -153,10 +157,69 @@ def markdown(label: str, rows: Sequence[dict[str, Any]], missed: Sequence[str],
     return "\n".join(lines) + "\n"
 
 
+def totals(per_piece: Sequence[dict[str, Any]], labels: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per model, the :func:`summary` counts summed over ``per_piece`` (each a dict with one
+    summary per label), plus ``pieces``."""
+    keys = ("sources", "tracks", "found", "duplicates", "extra", "missed", "named_right")
+    return {lab: {"pieces": len(per_piece), **{k: sum(int(p[lab][k]) for p in per_piece)
+                                                for k in keys}} for lab in labels}
+
+
+def totals_markdown(tot: dict[str, dict[str, int]]) -> str:
+    """The totals of :func:`totals` as a Markdown table, one row per model."""
+    lines = ["| model | pieces | sources | tracks written | sources found | duplicate tracks | "
+             "extra tracks | sources missed | names right (of found) |", "|" + "---|" * 9]
+    for lab, t in tot.items():
+        lines.append(f"| {lab} | {t['pieces']} | {t['sources']} | {t['tracks']} | {t['found']} | "
+                     f"{t['duplicates']} | {t['extra']} | {t['missed']} | "
+                     f"{t['named_right']} ({t['found']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def split_pieces(manifest: Path, split: str) -> list[Path]:
+    """The piece folders (``audio/<piece_id>`` beside ``manifest``) of ``split``, sorted;
+    ``ValueError`` naming the manifest when the split has none."""
+    rows = pd.read_parquet(manifest)
+    ids = sorted(rows.loc[rows["split"] == split, "piece_id"].unique())
+    if not ids:
+        raise ValueError(f"{manifest}: no pieces in split {split!r}")
+    return [Path(manifest).parent / "audio" / str(i) for i in ids]
+
+
+def one_piece(piece: Path, manifest: Path, models: Sequence[tuple[str, Path]]
+              ) -> tuple[dict[str, Any], list[str]]:
+    """Transcribe ``piece`` with every model: its JSON record and its Markdown parts."""
+    source = open_audio(piece / "mix.wav")
+    cqt = audio_cqt(source.blocks())
+    n_frames = int(cqt.shape[-1])
+    sources = piece_sources(piece, manifest, n_frames)
+    head = (f"{piece.name}: {source.duration_s:.1f} s, {len(sources)} sources "
+            f"({', '.join(s.instrument for s in sources)})\n")
+    print(head, flush=True)
+    out: dict[str, Any] = {"piece": piece.name, "sources": [s.instrument for s in sources]}
+    text = [head]
+    for label, path in models:
+        mix_thr, slot_thr, _ = resolve_thresholds(path)
+        opts = TranscribeOptions(mix_threshold=mix_thr, slot_threshold=slot_thr, write_png=False)
+        model, meta = load_model(path)
+        tracks, _ = transcribe_cqt(cqt, model, meta, opts, source.duration_s)
+        rows, missed = classify([t for t in tracks if t.slot != MIX], sources, n_frames)
+        s = summary(rows, missed, len(sources))
+        out[label] = {"model": str(path), "rows": rows, "missed": missed, **s}
+        md = markdown(label, rows, missed, s)
+        print(md, flush=True)
+        text.append(md)
+    return out, text
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the arguments, transcribe the piece with every model, print the tables."""
+    """Parse the arguments, transcribe every piece with every model, print the tables (and,
+    for several pieces, the totals per model)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--piece", type=Path, required=True, help="data/<ds>/audio/<piece_id> folder")
+    p.add_argument("--piece", type=Path, nargs="+", default=[],
+                   help="data/<ds>/audio/<piece_id> folder(s)")
+    p.add_argument("--split", default=None,
+                   help="every piece of this split of the manifest (e.g. test), in piece order")
     p.add_argument("--manifest", type=Path, required=True, help="data/<ds>/manifest.parquet")
     p.add_argument("--model", action="append", required=True, metavar="LABEL=PATH",
                    help="a model (.pt or .onnx) and its label; repeat for each model")
@@ -170,26 +233,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not sep:
             p.error(f"--model {item!r}: expected LABEL=PATH")
         models.append((label, Path(path)))
-    source = open_audio(args.piece / "mix.wav")
-    cqt = audio_cqt(source.blocks())
-    n_frames = int(cqt.shape[-1])
-    sources = piece_sources(args.piece, args.manifest, n_frames)
-    head = (f"{args.piece.name}: {source.duration_s:.1f} s, {len(sources)} sources "
-            f"({', '.join(s.instrument for s in sources)})\n")
-    print(head, flush=True)
-    out: dict[str, Any] = {"piece": args.piece.name, "sources": [s.instrument for s in sources]}
-    text = [head]
-    for label, path in models:
-        mix_thr, slot_thr, _ = resolve_thresholds(path)
-        opts = TranscribeOptions(mix_threshold=mix_thr, slot_threshold=slot_thr, write_png=False)
-        model, meta = load_model(path)
-        tracks, _ = transcribe_cqt(cqt, model, meta, opts, source.duration_s)
-        rows, missed = classify([t for t in tracks if t.slot != MIX], sources, n_frames)
-        s = summary(rows, missed, len(sources))
-        out[label] = {"model": str(path), "rows": rows, "missed": missed, **s}
-        md = markdown(label, rows, missed, s)
+    if bool(args.piece) == bool(args.split):
+        p.error("give --piece folder(s) or --split, not both or neither")
+    folders = list(args.piece) or split_pieces(args.manifest, args.split)
+    pieces, text = [], []
+    for piece in folders:
+        rec, md = one_piece(piece, args.manifest, models)
+        pieces.append(rec)
+        text += md
+    out: dict[str, Any] = pieces[0] if len(pieces) == 1 else {"pieces": pieces}
+    if len(pieces) > 1:
+        out["totals"] = totals(pieces, [lab for lab, _ in models])
+        md = totals_markdown(out["totals"])
         print(md, flush=True)
-        text.append(md)
+        text = [f"Totals over {len(pieces)} pieces\n", md, *text]
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.out / "what_you_hear.md") as tmp:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_what_you_hear as wyh  # noqa: E402
@@ -72,3 +73,22 @@ def test_no_tracks_misses_every_source() -> None:
     rows, missed = wyh.classify([], [_source("a", "violin", [72]), _source("b", "cello", [48])], T)
     assert rows == [] and missed == ["a", "b"]
     assert np.isclose(wyh.summary(rows, missed, 2)["missed"], 2)
+
+
+def test_totals_over_pieces_and_split_pieces(tmp_path: Path) -> None:
+    import pandas as pd
+
+    a = {"sources": 3, "tracks": 4, "found": 2, "duplicates": 1, "extra": 1, "missed": 1,
+         "named_right": 1}
+    b = {"sources": 2, "tracks": 2, "found": 2, "duplicates": 0, "extra": 0, "missed": 0,
+         "named_right": 2}
+    tot = wyh.totals([{"3c": a, "4m": b}, {"3c": b, "4m": b}], ["3c", "4m"])
+    assert tot["3c"] == {"pieces": 2, "sources": 5, "tracks": 6, "found": 4, "duplicates": 1,
+                         "extra": 1, "missed": 1, "named_right": 3}
+    assert "| 4m | 2 | 4 | 4 | 4 | 0 | 0 | 0 | 4 (4) |" in wyh.totals_markdown(tot)
+    m = tmp_path / "manifest.parquet"
+    pd.DataFrame({"piece_id": ["b", "a", "a", "c"], "split": ["test", "test", "test", "val"]}
+                 ).to_parquet(m)
+    assert wyh.split_pieces(m, "test") == [tmp_path / "audio" / "a", tmp_path / "audio" / "b"]
+    with pytest.raises(ValueError, match="no pieces in split 'train'"):
+        wyh.split_pieces(m, "train")

@@ -92,7 +92,7 @@ def test_config_typos_name_the_closest_valid_key(override: dict, needle: str) ->
         validate_config(load_config(REPO / "config.yaml", override), SCHEMA)
 
 
-@pytest.mark.parametrize("profile", ["default", "tiny", "paper"])
+@pytest.mark.parametrize("profile", ["default", "tiny", "paper", "quick", "activity29"])
 def test_shipped_profiles_and_new_keys_validate(profile: str) -> None:
     from slotmpe.config import validate_config
 

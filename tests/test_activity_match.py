@@ -59,6 +59,8 @@ def test_resolve_weight() -> None:
     assert resolve_activity_match_weight(get_experiment("4m"), 0.0) == 3.0
     assert resolve_activity_match_weight(get_experiment("4m"), 1.0) == 3.0
     assert resolve_activity_match_weight(get_experiment("1b"), 3.0) == 0.0  # fixed order
+    assert resolve_activity_match_weight(get_experiment("1c"), 3.0) == 0.0  # family: the paper's
+    assert resolve_activity_match_weight(get_experiment("2a"), 3.0) == 3.0
     with pytest.raises(ValueError, match=">= 0"):
         resolve_activity_match_weight(get_experiment("2b"), -1.0)
     with pytest.raises(ValueError, match="activity_match_weight"):
@@ -135,3 +137,20 @@ def test_identity_has_the_weight_and_old_checkpoints_resume(tmp_path: Path) -> N
     assert C._load_last(path, ident)["identity"] == old
     with pytest.raises(RuntimeError, match="activity_match_weight"):
         C._load_last(path, C._identity("3c", TrainConfig(activity_match_weight=1.0), "fp32"))
+
+
+def test_default_config_puts_activity_in_the_matching_of_the_stem_rows() -> None:
+    """Issue 29's confirmation made the term the default for 2a-3c (weight 3); 1c keeps the
+    paper's matching; `activity29` (the confirmation's profile) trains 2b and 3c with the
+    paper's matching, as the published run did."""
+    from slotmpe.config import load_config
+
+    cfg = load_config(ROOT / "config.yaml")
+    w = float(cfg["train"]["activity_match_weight"])
+    assert w == 3.0
+    got = {n: resolve_activity_match_weight(get_experiment(n), w)
+           for n in ("1a", "1b", "1c", "2a", "2b", "3a", "3b", "3c")}
+    assert got == {"1a": 0.0, "1b": 0.0, "1c": 0.0, "2a": 3.0, "2b": 3.0, "3a": 3.0, "3b": 3.0,
+                   "3c": 3.0}
+    paper_matching = load_config(ROOT / "config.yaml", {"profile": "activity29"})
+    assert float(paper_matching["train"]["activity_match_weight"]) == 0.0

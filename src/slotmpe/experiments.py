@@ -258,10 +258,14 @@ def training_experiment(exp: Experiment | str) -> str:
 
 def resolve_activity_match_weight(exp: Experiment, configured: float = 0.0) -> float:
     """Weight of the activity term of ``exp``'s Hungarian cost: the row's own
-    ``activity_match_weight`` (4m) or, where the row leaves it ``None``, ``configured``
-    (``train.activity_match_weight``). 0 for experiments without Hungarian matching."""
+    ``activity_match_weight`` (4m, 4n) or, where the row leaves it ``None``, ``configured``
+    (``train.activity_match_weight``, 3 by default since issue 29's confirmation) for the
+    stem-task rows (2a-3c and the extensions on them). 0 for experiments without Hungarian
+    matching and for the family row 1c, which keeps the paper's matching."""
     if exp.matching != "hungarian":
         return 0.0
+    if exp.activity_match_weight is None and exp.task != "stem":
+        configured = 0.0
     w = exp.activity_match_weight if exp.activity_match_weight is not None else configured
     if not (w >= 0 and w != float("inf")):
         raise ValueError(f"activity_match_weight must be a finite number >= 0; got {w}")

@@ -205,7 +205,7 @@ def one_piece(piece: Path, manifest: Path, models: Sequence[tuple[str, Path]]
         tracks, _ = transcribe_cqt(cqt, model, meta, opts, source.duration_s)
         rows, missed = classify([t for t in tracks if t.slot != MIX], sources, n_frames)
         s = summary(rows, missed, len(sources))
-        out[label] = {"model": str(path), "rows": rows, "missed": missed, **s}
+        out[label] = {"model": str(path), "rows": rows, "missed_sources": missed, **s}
         md = markdown(label, rows, missed, s)
         print(md, flush=True)
         text.append(md)

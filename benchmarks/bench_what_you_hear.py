@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +95,8 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
 
     ``tracks``: slot tracks (not the mixture); ``sources``: the piece's stems with rolls
     ``(72, n_frames)``. A row holds ``track``, ``program``, ``notes``, ``verdict`` (``source``,
-    ``duplicate``, ``extra``), ``stem`` (the paired stem, or for a duplicate the track it copies),
+    ``duplicate``, ``extra``), ``named`` (the instrument or family the track was named after,
+    :attr:`Track.instrument`), ``stem`` (the paired stem, or for a duplicate the track it copies),
     ``instrument`` and ``family`` (the stem's) and ``f1`` (frame F1 against that stem, 0..1)."""
     rolls = (np.stack([notes_to_roll(t.notes, n_frames) for t in tracks]) if tracks
              else np.zeros((0, 72, n_frames), dtype=bool))
@@ -106,8 +106,8 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
     paired = {k: s for k, s in pairs if int((rolls[k] & ref[s]).sum()) > 0}
     rows: list[dict[str, Any]] = []
     for k, t in enumerate(tracks):
-        row: dict[str, Any] = {"track": t.name, "program": int(t.program), "notes": len(t.notes),
-                               "verdict": "extra", "stem": "", "instrument": "", "family": "",
+        row: dict[str, Any] = {"track": t.name, "named": t.instrument, "program": int(t.program),
+                               "notes": len(t.notes), "verdict": "extra", "stem": "", "instrument": "", "family": "",
                                "f1": None}
         if k in paired:
             s = sources[paired[k]]
@@ -128,16 +128,15 @@ def classify(tracks: Sequence[Track], sources: Sequence[Source], n_frames: int
 
 def summary(rows: Sequence[dict[str, Any]], missed: Sequence[str], n_sources: int) -> dict[str, Any]:
     """Counts of one model's transcription: tracks, found/duplicate/extra/missed, names right
-    (a paired track whose written name, without the number that tells repeated names apart, is
-    right at the level written: its stem's instrument, or its family for a family name;
-    :func:`slotmpe.instruments.name_is_right`)."""
+    (a paired track whose name is right at the level written: its stem's instrument, or its
+    family for a family name; :func:`slotmpe.instruments.name_is_right`)."""
     found = [r for r in rows if r["verdict"] == "source"]
     return {
         "tracks": len(rows), "sources": n_sources, "found": len(found),
         "duplicates": sum(r["verdict"] == "duplicate" for r in rows),
         "extra": sum(r["verdict"] == "extra" for r in rows), "missed": len(missed),
-        "named_right": sum(name_is_right(re.sub(r" \d+$", "", r["track"]), r["instrument"],
-                                         r.get("family") or None) for r in found),
+        "named_right": sum(name_is_right(r["named"], r["instrument"], r["family"] or None)
+                           for r in found),
     }
 
 

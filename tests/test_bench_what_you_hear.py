@@ -18,8 +18,11 @@ T = 100  # frames (3.2 s)
 
 
 def _track(slot: int, name: str, pitches: list[int], t0: float = 0.0, t1: float = 3.0,
-           program: int = 0) -> Track:
-    return Track(slot, name, [Note(slot, t0, t1, p, 0.9) for p in pitches], program=program)
+           program: int = 0, instrument: str | None = None) -> Track:
+    """A slot track as ``transcribe`` names it: ``instrument`` (default: ``name``) is what the
+    track was named after, ``name`` the track name (numbered where repeated)."""
+    return Track(slot, name, [Note(slot, t0, t1, p, 0.9) for p in pitches], program=program,
+                 instrument=name if instrument is None else instrument)
 
 
 def _source(name: str, instrument: str, pitches: list[int]) -> wyh.Source:
@@ -32,9 +35,9 @@ def test_found_duplicate_extra_and_missed() -> None:
                _source("02_flute", "flute", [84])]
     tracks = [
         _track(1, "violin", [72], program=40),       # the violin
-        _track(2, "slot 2 (unknown)", [72], t0=0.0, t1=2.0),  # a copy of the violin track
+        _track(2, "slot 2 (unknown)", [72], t0=0.0, t1=2.0, instrument="unknown"),  # a copy
         _track(3, "viola", [48]),                    # the cello, named wrong
-        _track(4, "slot 4 (unknown)", [60]),         # nothing of the piece
+        _track(4, "slot 4 (unknown)", [60], instrument="unknown"),  # nothing of the piece
     ]
     rows, missed = wyh.classify(tracks, sources, T)
     assert [r["verdict"] for r in rows] == ["source", "duplicate", "source", "extra"]
@@ -51,12 +54,12 @@ def test_found_duplicate_extra_and_missed() -> None:
 
 def test_family_names_count_at_the_level_written() -> None:
     """A track named by its family ("strings 2", the calibrated fallback) is right when the
-    stem's family is that family; an instrument name must be the instrument; repeated-name
-    numbers are not part of the name."""
+    stem's family is that family; an instrument name must be the instrument; what counts is
+    what the track was named after, not its numbered track name."""
     sources = [_source("00_viola", "viola", [60]), _source("01_cello", "cello", [48]),
                _source("02_flute", "flute", [84])]
-    tracks = [_track(1, "strings 1", [60]), _track(2, "woodwinds", [48]),
-              _track(3, "flute 2", [84])]
+    tracks = [_track(1, "strings 1", [60], instrument="strings"), _track(2, "woodwinds", [48]),
+              _track(3, "flute 2", [84], instrument="flute")]
     rows, missed = wyh.classify(tracks, sources, T)
     assert [r["family"] for r in rows] == ["", "", ""]  # from the instrument (no manifest)
     assert wyh.summary(rows, missed, len(sources))["named_right"] == 2  # strings, flute

@@ -124,26 +124,20 @@ def table3_ext_rows(config: Mapping[str, Any]) -> list[tuple[str, ...]]:
     Checked like :func:`table3_rows`; each experiment must be an extension (one with a ``base``),
     a reference a known experiment. Empty when the key is absent.
     """
-    from slotmpe.experiments import get_experiment
+    from slotmpe.experiments import get_experiment, reference_of
 
     rows = [tuple(str(x) for x in r) for r in config.get("table3_ext_rows", None) or []]
     known = set(config.get("datasets", {}))
     for row in rows:
-        if len(row) not in (2, 3):
-            raise ConfigError(f"table3_ext_rows: {list(row)} is not [exp, dataset] or "
-                              "[exp, dataset, reference]")
-        exp, ds = row[:2]
-        if ds not in known:
-            raise ConfigError(
-                f"table3_ext_rows names dataset {ds!r} (exp {exp}) not in datasets: {sorted(known)}"
-            )
-        for name in row[::2]:
-            try:
-                get_experiment(name)
-            except KeyError as err:
-                raise ConfigError(f"table3_ext_rows: {err.args[0]}") from None
-        if get_experiment(exp).base is None:
-            raise ConfigError(f"table3_ext_rows: {exp} is not an extension experiment (no base)")
+        try:  # the row's shape, its experiment an extension, its reference a known experiment
+            get_experiment(reference_of(row))
+        except KeyError as err:
+            raise ConfigError(f"table3_ext_rows: {err.args[0]}") from None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if row[1] not in known:
+            raise ConfigError(f"table3_ext_rows names dataset {row[1]!r} (exp {row[0]}) not in "
+                              f"datasets: {sorted(known)}")
     return rows
 
 
@@ -279,7 +273,7 @@ def trained_experiments(config: Mapping[str, Any]) -> list[str]:
     """Experiments whose models the config's rows train (or reuse): every Table III and
     extension row, the run it is derived from (:func:`slotmpe.experiments.training_experiment`)
     and an extension's base; in table order."""
-    from slotmpe.experiments import ALL_EXPERIMENTS
+    from slotmpe.experiments import ALL_EXPERIMENTS, training_experiment
 
     names: set[str] = set()
     for row in [*(config.get("table3_rows") or []), *(config.get("table3_ext_rows") or [])]:
@@ -288,8 +282,7 @@ def trained_experiments(config: Mapping[str, Any]) -> list[str]:
             continue
         names |= {e.name, *(n for n in (e.derived_from, e.base) if n)}
         if len(row) == 3 and str(row[2]) in ALL_EXPERIMENTS:  # an extension row's reference
-            ref = ALL_EXPERIMENTS[str(row[2])]
-            names |= {ref.name, *(n for n in (ref.derived_from,) if n)}
+            names |= {str(row[2]), training_experiment(str(row[2]))}
     return [n for n in ALL_EXPERIMENTS if n in names]
 
 

@@ -256,6 +256,26 @@ def training_experiment(exp: Experiment | str) -> str:
     return e.derived_from or e.name
 
 
+# A row of ``table3_ext_rows``: (exp, dataset) or (exp, dataset, reference experiment).
+ExtRow = tuple[str, ...]
+
+
+def reference_of(row: ExtRow) -> str:
+    """The experiment a ``table3_ext_rows`` row's effect is measured against (see
+    :mod:`slotmpe.results.ext`): its third element, else the extension's base.
+
+    ``ValueError`` for a row whose experiment has no base (not an extension) or a row that is
+    not 2 or 3 names long.
+    """
+    if len(row) not in (2, 3):
+        raise ValueError(f"table3_ext_rows: {list(row)} is not [exp, dataset] or "
+                         "[exp, dataset, reference]")
+    e = get_experiment(row[0])
+    if e.base is None:
+        raise ValueError(f"table3_ext_rows: {row[0]} is not an extension experiment (no base)")
+    return str(row[2]) if len(row) == 3 else e.base
+
+
 def resolve_activity_match_weight(exp: Experiment, configured: float = 0.0) -> float:
     """Weight of the activity term of ``exp``'s Hungarian cost: the row's own
     ``activity_match_weight`` (4m, 4n) or, where the row leaves it ``None``, ``configured``
@@ -264,9 +284,10 @@ def resolve_activity_match_weight(exp: Experiment, configured: float = 0.0) -> f
     matching and for the family row 1c, which keeps the paper's matching."""
     if exp.matching != "hungarian":
         return 0.0
-    if exp.activity_match_weight is None and exp.task != "stem":
-        configured = 0.0
-    w = exp.activity_match_weight if exp.activity_match_weight is not None else configured
+    if exp.activity_match_weight is not None:
+        w = exp.activity_match_weight
+    else:
+        w = configured if exp.task == "stem" else 0.0
     if not (w >= 0 and w != float("inf")):
         raise ValueError(f"activity_match_weight must be a finite number >= 0; got {w}")
     return float(w)

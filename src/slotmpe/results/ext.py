@@ -3,8 +3,8 @@
 One row per configured ``(exp, dataset)`` or ``(exp, dataset, reference)`` of ``table3_ext_rows``
 (an extension, e.g. ``4a``, whose ``base`` is named in :data:`slotmpe.experiments.EXTENSIONS`;
 ``reference``, the experiment its effect is measured against, defaults to that base: issue 29
-compares 4j, 4m and their combination with 2b, the best stem row of the published run, not with
-their own bases). Columns:
+compares 4m and 4n with 2b, the best stem row of the published run, as well as with their own
+bases). Columns:
 
 ``exp, base, reference, dataset, change``
     the row, its base experiment, the experiment it is compared with and the description of the
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from slotmpe.experiments import get_experiment
+from slotmpe.experiments import ExtRow, get_experiment, reference_of
 from slotmpe.utils import atomic_path, get_logger
 
 log = get_logger(__name__)
@@ -61,24 +61,7 @@ class ExtTableError(RuntimeError):
     """The extension table cannot be built (missing or inconsistent inputs)."""
 
 
-# A configured row: (exp, dataset) or (exp, dataset, reference experiment).
-ExtRow = tuple[str, ...]
 BETTER, WORSE = "better", "worse"
-
-
-def reference_of(row: ExtRow) -> str:
-    """The experiment ``row``'s effect is measured against: its third element, else the base.
-
-    ``ValueError`` for a row whose experiment has no base (not an extension) or a row that is
-    not 2 or 3 names long.
-    """
-    if len(row) not in (2, 3):
-        raise ValueError(f"table3_ext_rows: {list(row)} is not [exp, dataset] or "
-                         "[exp, dataset, reference]")
-    e = get_experiment(row[0])
-    if e.base is None:
-        raise ValueError(f"table3_ext_rows: {row[0]} is not an extension experiment (no base)")
-    return str(row[2]) if len(row) == 3 else e.base
 
 
 def ext_rows_with_bases(rows: Sequence[ExtRow]) -> list[tuple[str, str]]:

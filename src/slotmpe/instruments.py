@@ -436,6 +436,12 @@ def family_of(name: str, protos: Mapping[str, Any] | None = None) -> str:
     return INSTRUMENT_FAMILY.get(name, UNKNOWN_FAMILY)
 
 
+def is_family_name(name: str, protos: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``name`` names a family (the calibrated fallback), not one of the prototypes'
+    instruments."""
+    return name in FAMILIES and (protos is None or name not in protos.get("names", ()))
+
+
 def name_is_right(name: str, instrument: str, family: str | None = None,
                   protos: Mapping[str, Any] | None = None) -> bool:
     """Whether a slot's written ``name`` is right for a source of ``instrument`` (and ``family``,
@@ -444,7 +450,7 @@ def name_is_right(name: str, instrument: str, family: str | None = None,
     the source's instrument; "unknown" never is."""
     if name == UNKNOWN:
         return False
-    if name in FAMILIES and (protos is None or name not in protos.get("names", ())):
+    if is_family_name(name, protos):
         return name == (family or family_of(instrument, protos))
     return name == instrument
 

@@ -70,8 +70,13 @@ def name_figures(sims: np.ndarray, labels: Sequence[str], families: Sequence[str
     the written name right / pairs), ``unknown_rate``, ``family_named_rate`` (written at the
     family level, the calibrated fallback) and ``named_accuracy`` (right at the level written,
     instrument or family / slots not "unknown")."""
-    from slotmpe.constants import FAMILIES
-    from slotmpe.instruments import UNKNOWN, family_of, name_is_right, names_from_similarities
+    from slotmpe.instruments import (
+        UNKNOWN,
+        family_of,
+        is_family_name,
+        name_is_right,
+        names_from_similarities,
+    )
 
     named = names_from_similarities(sims, protos, min_similarity) if len(sims) else []
     counts = {"all": Counter(), "written": Counter()}
@@ -81,7 +86,7 @@ def name_figures(sims: np.ndarray, labels: Sequence[str], families: Sequence[str
         confusion[(label, name)] += 1
         for key in ("all", "written") if act >= activity_threshold else ("all",):
             c = counts[key]
-            at_family = name in FAMILIES and name not in protos.get("names", ())
+            at_family = is_family_name(name, protos)
             fam_right = name != UNKNOWN and family_of(name, protos) == family
             c["pairs"] += 1
             c["instrument_right"] += name == label
